@@ -1,0 +1,166 @@
+# Answer policy (SPEC §5-§6): what a view says about (qname, qtype). Pure: it returns a
+# LocalAnswer (records to send) or FORWARD (ask upstream); it never sees bytes or sockets.
+# Owner names are always the question name, so records carry only type, TTL and rdata.
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.NS
+import dns.rdtypes.ANY.PTR
+import dns.rdtypes.ANY.SOA
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
+from dns.rcode import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
+from dns.rdatatype import AAAA, NS, PTR, SOA, A
+
+from resolver.config import AliasOrder
+from resolver.views import (
+    Holder,
+    View,
+    address_from_ptr_name,
+    resolve_address,
+    resolve_name,
+)
+
+IN = dns.rdataclass.IN
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One answer record; its owner is the question name."""
+
+    rdata: dns.rdata.Rdata
+    ttl: int
+
+    @property
+    def rtype(self) -> int:
+        return int(self.rdata.rdtype)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAnswer:
+    rcode: int
+    records: tuple[Record, ...] = ()
+    authoritative: bool = False
+    # With --domain: the zone's SOA goes in the authority section (negative answers).
+    authority: tuple[tuple[dns.name.Name, Record], ...] = ()
+    shuffle: bool = False
+
+
+class _Forward:
+    def __repr__(self) -> str:
+        return "FORWARD"
+
+
+FORWARD: Final = _Forward()
+Decision = LocalAnswer | _Forward
+
+REFUSED_ANSWER = LocalAnswer(REFUSED)
+NOT_SYNCED = LocalAnswer(SERVFAIL)  # CoreDNS TestNotSyncedServeDNS: never NXDOMAIN before sync
+NO_FORWARD_INTERNAL = LocalAnswer(SERVFAIL)  # SPEC §6: all-internal clients are never forwarded
+NO_UPSTREAM = LocalAnswer(NXDOMAIN)  # --no-upstream: misses are final
+ZONE_SERIAL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    ttl: int = 0
+    alias_order: AliasOrder = AliasOrder.FIRST
+    domain: str | None = None  # lower-case, no trailing dot
+    forwarding: bool = True
+
+
+def decide(view: View | None, synced: bool, qname: str, qtype: int, policy: Policy) -> Decision:
+    """The answer for `qname` (lower-case, no trailing dot; "" is the root) asked from `view`."""
+    if view is None:
+        return REFUSED_ANSWER
+    if not synced:
+        return NOT_SYNCED
+    if policy.domain is not None and _in_zone(qname, policy.domain):
+        return _zone_answer(view, qname, qtype, policy)
+    if qtype == PTR:
+        address = address_from_ptr_name(qname)
+        if address is not None:
+            target = resolve_address(view, address)
+            if target is not None:
+                return LocalAnswer(NOERROR, (_ptr(target, policy.ttl),))
+    holders = resolve_name(view, qname) if qname else None
+    if holders is not None:
+        return _name_answer(holders, qtype, policy, authoritative=False)
+    if not view.may_forward:
+        return NO_FORWARD_INTERNAL
+    return FORWARD if policy.forwarding else NO_UPSTREAM
+
+
+def _in_zone(qname: str, domain: str) -> bool:
+    return qname == domain or qname.endswith("." + domain)
+
+
+def _zone_answer(view: View, qname: str, qtype: int, policy: Policy) -> LocalAnswer:
+    assert policy.domain is not None
+    apex = dns.name.from_text(policy.domain)
+    soa = ((apex, _soa(apex, policy.ttl)),)
+    if qname == policy.domain:
+        if qtype == SOA:
+            return LocalAnswer(NOERROR, (_soa(apex, policy.ttl),), authoritative=True)
+        if qtype == NS:
+            return LocalAnswer(NOERROR, (_ns(apex, policy.ttl),), authoritative=True)
+        return LocalAnswer(NOERROR, authoritative=True, authority=soa)
+    relative = qname[: -len(policy.domain) - 1]
+    holders = resolve_name(view, relative)
+    if holders is None:
+        return LocalAnswer(NXDOMAIN, authoritative=True, authority=soa)
+    answer = _name_answer(holders, qtype, policy, authoritative=True)
+    if not answer.records:
+        return LocalAnswer(NOERROR, authoritative=True, authority=soa)
+    return answer
+
+
+def _name_answer(
+    holders: tuple[Holder, ...], qtype: int, policy: Policy, *, authoritative: bool
+) -> LocalAnswer:
+    if qtype == A:
+        addresses = [str(h.ipv4) for h in holders if h.ipv4 is not None]
+        make = _a
+    elif qtype == AAAA:
+        addresses = [str(h.ipv6) for h in holders if h.ipv6 is not None]
+        make = _aaaa
+    else:
+        return LocalAnswer(NOERROR, authoritative=authoritative)  # NODATA, never forwarded
+    unique = list(dict.fromkeys(addresses))
+    if policy.alias_order is AliasOrder.FIRST:
+        unique = unique[:1]
+    records = tuple(make(address, policy.ttl) for address in unique)
+    shuffle = policy.alias_order is AliasOrder.SHUFFLE and len(records) > 1
+    return LocalAnswer(NOERROR, records, authoritative, shuffle=shuffle)
+
+
+def _a(address: str, ttl: int) -> Record:
+    return Record(dns.rdtypes.IN.A.A(IN, A, address), ttl)
+
+
+def _aaaa(address: str, ttl: int) -> Record:
+    return Record(dns.rdtypes.IN.AAAA.AAAA(IN, AAAA, address), ttl)
+
+
+def _ptr(target: str, ttl: int) -> Record:
+    return Record(dns.rdtypes.ANY.PTR.PTR(IN, PTR, dns.name.from_text(target)), ttl)
+
+
+def _ns(apex: dns.name.Name, ttl: int) -> Record:
+    return Record(dns.rdtypes.ANY.NS.NS(IN, NS, dns.name.Name(("ns", *apex.labels))), ttl)
+
+
+def _soa(apex: dns.name.Name, ttl: int) -> Record:
+    rdata = dns.rdtypes.ANY.SOA.SOA(
+        IN, SOA,
+        dns.name.Name(("ns", *apex.labels)),
+        dns.name.Name(("hostmaster", *apex.labels)),
+        ZONE_SERIAL, 3600, 600, 86400, ttl,
+    )
+    return Record(rdata, ttl)

@@ -1,0 +1,164 @@
+# The packet handler: bytes and a source address in, an Outcome out (reply bytes, a request to
+# forward, or nothing). It owns the error ladder (style.md rule 7) and the answer cache: a local
+# answer is computed once per (view, qname, qtype) and kept as wire records until the table
+# changes, so the common query costs a header parse, two dict lookups and a join. Still sans-IO.
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from ipaddress import ip_address
+
+from dns.rcode import SERVFAIL
+
+from resolver.answer import FORWARD, LocalAnswer, Policy, decide
+from resolver.slowpath import ParsedSlow, parse_with_dnspython, render_with_dnspython
+from resolver.table import NameTable
+from resolver.views import View
+from resolver.wire import (
+    RCODE_BADVERS,
+    SLOW,
+    TCP_MAX_SIZE,
+    Query,
+    Reject,
+    encode_answer_records,
+    parse_query,
+    reject_header,
+    render,
+    shuffled,
+)
+
+log = logging.getLogger(__name__)
+
+# Forwarded and random names (or random sources) would grow the caches without end: past
+# this many entries, start again.
+MAX_CACHED_ANSWERS = 100_000
+MAX_CACHED_VIEWS = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Ask upstream. `data` is the client's query as received."""
+
+    query: Query
+    data: bytes
+
+
+Outcome = bytes | Forward | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A local answer ready for the wire, or None for "forward"."""
+
+    answer: LocalAnswer
+    records: tuple[bytes, ...]
+
+
+class Handler:
+    """Turns one query into one outcome for a client at a source address."""
+
+    def __init__(self, table: NameTable, policy: Policy) -> None:
+        self._table = table
+        self._policy = policy
+        self._views: dict[str, View | None] = {}
+        self._answers: dict[tuple[str, str, int], Prepared | None] = {}
+        table.on_change(self._forget)
+
+    def handle(self, data: bytes, source: str, tcp: bool) -> Outcome:
+        """Never raises: an unexpected error becomes SERVFAIL and a log line."""
+        try:
+            return self._handle(data, source, tcp)
+        except Exception:
+            log.exception("internal error answering a %d-byte query from %s", len(data), source)
+            if len(data) < 12:
+                return None
+            qid, flags = int.from_bytes(data[:2], "big"), int.from_bytes(data[2:4], "big")
+            return reject_header(qid, flags, SERVFAIL)
+
+    def error_reply(self, query: Query, rcode: int, tcp: bool) -> bytes:
+        """An empty reply with `rcode`: SERVFAIL when forwarding failed (SPEC §6: never
+        silence), REFUSED past --max-forwards."""
+        return render(query, rcode, (), TCP_MAX_SIZE if tcp else query.max_udp_size())
+
+    def _handle(self, data: bytes, source: str, tcp: bool) -> Outcome:
+        parsed = parse_query(data)
+        if isinstance(parsed, Reject):
+            return parsed.reply
+        if parsed is SLOW:
+            return self._handle_slow(data, source, tcp)
+        assert isinstance(parsed, Query)
+        max_size = TCP_MAX_SIZE if tcp else parsed.max_udp_size()
+        if parsed.edns is not None and parsed.edns.version > 0:
+            return render(parsed, RCODE_BADVERS, (), max_size)
+        prepared = self._prepare(source, parsed.qname, parsed.qtype)
+        if prepared is None:
+            return Forward(parsed, data)
+        answer = prepared.answer
+        if answer.authority:
+            slow = parse_with_dnspython(data)
+            if isinstance(slow, Reject):
+                return slow.reply
+            return render_with_dnspython(slow, answer, tcp)
+        records = shuffled(prepared.records) if answer.shuffle else prepared.records
+        return render(parsed, answer.rcode, records, max_size, answer.authoritative)
+
+    def _handle_slow(self, data: bytes, source: str, tcp: bool) -> Outcome:
+        parsed = parse_with_dnspython(data)
+        if isinstance(parsed, Reject):
+            return parsed.reply
+        query = parsed.query
+        if query.edns is not None and query.edns.version > 0:
+            return render(query, RCODE_BADVERS, (), TCP_MAX_SIZE if tcp else query.max_udp_size())
+        prepared = self._prepare(source, query.qname, query.qtype)
+        if prepared is None:
+            return Forward(query, data)
+        return render_with_dnspython(parsed, prepared.answer, tcp)
+
+    def answer_for(self, source: str, qname: str, qtype: int) -> LocalAnswer | None:
+        """The local answer (None: forward) a source gets; for tests and tools."""
+        prepared = self._prepare(source, qname, qtype)
+        return None if prepared is None else prepared.answer
+
+    def render_slow(self, parsed: ParsedSlow, source: str, tcp: bool) -> bytes | None:
+        """The dnspython rendering of the same answer the fast path gives (for tests)."""
+        prepared = self._prepare(source, parsed.query.qname, parsed.query.qtype)
+        return None if prepared is None else render_with_dnspython(parsed, prepared.answer, tcp)
+
+    def _prepare(self, source: str, qname: str, qtype: int) -> Prepared | None:
+        view = self._view(source)
+        key = (view.key if view is not None else "", qname, qtype)
+        try:
+            return self._answers[key]
+        except KeyError:
+            pass
+        decision = decide(view, self._table.synced, qname, qtype, self._policy)
+        prepared = None
+        if decision is not FORWARD:
+            assert isinstance(decision, LocalAnswer)
+            rrs = [(record.rdata, record.ttl) for record in decision.records]
+            prepared = Prepared(decision, encode_answer_records(qname, rrs))
+        if len(self._answers) >= MAX_CACHED_ANSWERS:
+            self._answers.clear()
+        if self._table.synced:
+            self._answers[key] = prepared
+        return prepared
+
+    def _view(self, source: str) -> View | None:
+        try:
+            return self._views[source]
+        except KeyError:
+            pass
+        try:
+            address = ip_address(source.split("%", 1)[0])
+        except ValueError:
+            view = None
+        else:
+            view = self._table.view_for(address)
+        if len(self._views) >= MAX_CACHED_VIEWS:
+            self._views.clear()
+        self._views[source] = view
+        return view
+
+    def _forget(self) -> None:
+        self._views.clear()
+        self._answers.clear()

@@ -1,0 +1,146 @@
+# What a client sees (SPEC §2-§3): immutable per-network indexes built by the name table, the
+# views made of them, and Docker's lookup algorithm over a view (reference/docker-dns.md §4, §6).
+# Pure data and functions: no I/O, no mutation after construction.
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+
+from resolver.model import IPAddress, IPNetwork, NetworkInfo
+
+# Loopback only: the host itself may see every network, nobody else by default (SPEC §2).
+DEFAULT_HOST_VIEW_FROM = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """One endpoint holding a name on a network."""
+
+    container_id: str
+    primary_name: str
+    ipv4: IPv4Address | None
+    ipv6: IPv6Address | None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRecords:
+    """The names of one user-defined network: name -> holders in registration order, and
+    address -> PTR target (`<primary name>.<network>.` of the earliest holder)."""
+
+    network: NetworkInfo
+    name_key: str
+    holders: Mapping[str, tuple[Holder, ...]]
+    reverse: Mapping[IPAddress, str]
+
+    @classmethod
+    def build(
+        cls, network: NetworkInfo, holders: Mapping[str, list[tuple[int, Holder]]]
+    ) -> NetworkRecords:
+        ordered: dict[str, tuple[Holder, ...]] = {}
+        primaries: list[tuple[int, str, Holder]] = []
+        for name, entries in holders.items():
+            entries.sort(key=lambda pair: (pair[0], pair[1].container_id))
+            ordered[name] = tuple(holder for _, holder in entries)
+            primaries.extend(
+                (seq, h.container_id, h) for seq, h in entries if h.primary_name.lower() == name
+            )
+        reverse: dict[IPAddress, str] = {}
+        if network.user_defined:
+            for _, _, holder in sorted(primaries, key=lambda t: (t[0], t[1])):
+                for addr in (holder.ipv4, holder.ipv6):
+                    if addr is not None:
+                        reverse.setdefault(addr, f"{holder.primary_name}.{network.name}.")
+        return cls(network, network.name.lower(), ordered, reverse)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewEntry:
+    """One network of a view, with the link aliases the viewing endpoint declared on it
+    (lower-cased alias -> lower-cased target name)."""
+
+    records: NetworkRecords
+    links: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """The networks a client sees, in Docker's endpoint order. `key` names the view for caches."""
+
+    key: str
+    entries: tuple[ViewEntry, ...]
+    may_forward: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HostViewPolicy:
+    """Which sources get the host view (`--host-view-from`)."""
+
+    sources: tuple[IPNetwork, ...] = tuple(ip_network(c) for c in DEFAULT_HOST_VIEW_FROM)
+
+    def admits(self, source: IPAddress) -> bool:
+        return any(source.version == net.version and source in net for net in self.sources)
+
+
+def candidate_splits(name: str) -> list[tuple[str, str | None]]:
+    """`a.b.c` -> [("a.b.c", None), ("a.b", "c"), ("a", "b.c")]: Docker's name/network splits."""
+    candidates: list[tuple[str, str | None]] = [(name, None)]
+    cut = len(name)
+    while (cut := name.rfind(".", 0, cut)) > 0:
+        candidates.append((name[:cut], name[cut + 1 :]))
+    return candidates
+
+
+def resolve_name(view: View, name: str) -> tuple[Holder, ...] | None:
+    """Holders of `name` (lower-case, no trailing dot) in the first network of `view` that has
+    it, trying link aliases before names at each split; None when the view has no such name."""
+    for request, network_key in candidate_splits(name):
+        for alias_pass in (True, False):
+            for entry in view.entries:
+                if network_key is not None and network_key != entry.records.name_key:
+                    continue
+                target = entry.links.get(request)
+                if alias_pass:
+                    if target is None:
+                        continue
+                elif target is not None:
+                    continue  # a link alias on this endpoint shadows the real name
+                else:
+                    target = request
+                holders = entry.records.holders.get(target)
+                if holders:
+                    return holders
+    return None
+
+
+def resolve_address(view: View, address: IPAddress) -> str | None:
+    """PTR target for `address` from the first network of `view` that knows it."""
+    for entry in view.entries:
+        target = entry.records.reverse.get(address)
+        if target is not None:
+            return target
+    return None
+
+
+def address_from_ptr_name(name: str) -> IPAddress | None:
+    """`4.3.2.1.in-addr.arpa` or a 32-nibble `ip6.arpa` name (lower-case) -> the address."""
+    if name.endswith(".in-addr.arpa"):
+        labels = name[: -len(".in-addr.arpa")].split(".")
+        if len(labels) != 4 or not all(label.isdigit() and len(label) <= 3 for label in labels):
+            return None
+        text = ".".join(reversed(labels))
+    elif name.endswith(".ip6.arpa"):
+        nibbles = name[: -len(".ip6.arpa")].split(".")
+        if len(nibbles) != 32 or not all(len(n) == 1 for n in nibbles):
+            return None
+        digits = "".join(reversed(nibbles))
+        text = ":".join(digits[i : i + 4] for i in range(0, 32, 4))
+    else:
+        return None
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, IPv4Address) and str(address) != text:
+        return None  # leading zeros such as 01.0.0.10 are not Docker's reverse key
+    return address

@@ -1,0 +1,231 @@
+# DNS bytes for the common case, without building dnspython messages: the accept filter of
+# SPEC §7, a strict parser for a one-question query with at most an OPT record, and the
+# renderer of replies whose records all hang off the question name. Anything unusual returns
+# SLOW and goes to resolver.slowpath (dnspython). No I/O here.
+from __future__ import annotations
+
+import io
+import random
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import dns.name
+import dns.rdata
+
+from resolver.config import EDNS_PAYLOAD
+
+HEADER: Final = struct.Struct("!HHHHHH")
+QR: Final = 0x8000
+OPCODE_MASK: Final = 0x7800
+AA: Final = 0x0400
+TC: Final = 0x0200
+RD: Final = 0x0100
+RA: Final = 0x0080
+CD: Final = 0x0010
+OPCODE_QUERY: Final = 0
+OPCODE_NOTIFY: Final = 4
+RCODE_FORMERR: Final = 1
+RCODE_NOTIMP: Final = 4
+RCODE_BADVERS: Final = 16
+EDNS_DO: Final = 0x8000
+OPT_TYPE: Final = 41
+CLASS_IN: Final = 1
+UDP_DEFAULT_SIZE: Final = 512  # RFC 1035 §4.2.1
+TCP_MAX_SIZE: Final = 65535
+_OPT_TAIL: Final = struct.Struct("!HHBBHH")  # type, payload, ext-rcode, version, flags, rdlen
+_TYPE_CLASS: Final = struct.Struct("!HH")
+# Label bytes that read the same in text form: anything else takes dnspython's escaped text.
+_PLAIN: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*")
+
+
+class _Slow:
+    def __repr__(self) -> str:
+        return "SLOW"
+
+
+SLOW: Final = _Slow()
+
+
+@dataclass(frozen=True, slots=True)
+class Edns:
+    payload: int
+    version: int
+    do: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A parsed query. `question` is the question section exactly as received (echoed back);
+    `qname` is its name in lower-case text without the trailing dot ("" for the root)."""
+
+    id: int
+    flags: int
+    question: bytes
+    qname: str
+    qtype: int
+    edns: Edns | None
+
+    def max_udp_size(self) -> int:
+        if self.edns is None:
+            return UDP_DEFAULT_SIZE
+        return max(UDP_DEFAULT_SIZE, min(self.edns.payload, TCP_MAX_SIZE))
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """The accept filter's verdict: reply with a bare header (or drop when `reply` is None)."""
+
+    reply: bytes | None
+
+
+DROP: Final = Reject(None)
+
+
+def reject_header(query_id: int, flags: int, rcode: int) -> bytes:
+    """miekg's reply to a rejected header: no sections, RA=0, RD/CD kept for QUERY only."""
+    opcode = flags & OPCODE_MASK
+    kept = flags & (RD | CD) if opcode == OPCODE_QUERY else 0
+    return HEADER.pack(query_id, QR | opcode | kept | rcode, 0, 0, 0, 0)
+
+
+def accept(data: bytes) -> Reject | None:
+    """SPEC §7 accept filter on the header alone; None means go on parsing."""
+    if len(data) < 12:
+        return DROP
+    qid, flags, qd, an, ns, ar = HEADER.unpack_from(data)
+    if flags & QR:
+        return DROP
+    opcode = (flags & OPCODE_MASK) >> 11
+    if opcode not in (OPCODE_QUERY, OPCODE_NOTIFY):
+        return Reject(reject_header(qid, flags, RCODE_NOTIMP))
+    if qd != 1 or an > 1 or ns > 1 or ar > 2:
+        return Reject(reject_header(qid, flags, RCODE_FORMERR))
+    return None
+
+
+def parse_query(data: bytes) -> Query | Reject | _Slow:
+    """Accept filter, then the question and an optional lone OPT record."""
+    rejected = accept(data)
+    if rejected is not None:
+        return rejected
+    qid, flags, _, an, ns, ar = HEADER.unpack_from(data)
+    end = _name_end(data, 12)
+    if end is None or end + 4 > len(data):
+        return Reject(reject_header(qid, flags, RCODE_FORMERR))
+    question = data[12 : end + 4]
+    qtype = _TYPE_CLASS.unpack_from(data, end)[0]
+    rest = end + 4
+    edns: Edns | None = None
+    if an or ns or ar > 1:
+        return SLOW
+    if ar == 1:
+        parsed = _parse_opt(data, rest)
+        if parsed is None:
+            return SLOW
+        edns = parsed
+    elif rest != len(data):
+        return SLOW
+    return Query(qid, flags, question, _name_text(data, 12, end), qtype, edns)
+
+
+def _name_end(data: bytes, offset: int) -> int | None:
+    """Offset just past an uncompressed name; None if it is malformed or compressed."""
+    total = 0
+    while offset < len(data):
+        length = data[offset]
+        if length == 0:
+            return offset + 1
+        if length & 0xC0:
+            return None  # a pointer cannot point backwards from the first name
+        total += length + 1
+        offset += length + 1
+        if total > 254:
+            return None
+    return None
+
+
+def _name_text(data: bytes, start: int, end: int) -> str:
+    labels: list[bytes] = []
+    offset = start
+    while data[offset]:
+        length = data[offset]
+        labels.append(data[offset + 1 : offset + 1 + length])
+        offset += length + 1
+    if all(_PLAIN.issuperset(label) for label in labels):
+        return b".".join(labels).decode("ascii").lower()
+    return dns.name.Name(labels).to_text(omit_final_dot=True).lower()
+
+
+def _parse_opt(data: bytes, offset: int) -> Edns | None:
+    if offset + 11 > len(data) or data[offset] != 0:
+        return None
+    rtype, payload, _, version, eflags, rdlen = _OPT_TAIL.unpack_from(data, offset + 1)
+    if rtype != OPT_TYPE or offset + 11 + rdlen != len(data):
+        return None
+    return Edns(payload, version, bool(eflags & EDNS_DO))
+
+
+def opt_record(edns: Edns, ext_rcode: int = 0) -> bytes:
+    """Our OPT: payload 1232, version 0, DO echoed, no options (SPEC §5)."""
+    return b"\x00" + _OPT_TAIL.pack(OPT_TYPE, EDNS_PAYLOAD, ext_rcode, 0,
+                                    EDNS_DO if edns.do else 0, 0)
+
+
+def reply_flags(query_flags: int, rcode: int, authoritative: bool, truncated: bool) -> int:
+    """Docker's reply header: opcode, RD and CD copied (QUERY only); QR=1; RA=1 (SPEC §5)."""
+    opcode = query_flags & OPCODE_MASK
+    kept = query_flags & (RD | CD) if opcode == 0 else 0
+    return (QR | opcode | kept | RA | (AA if authoritative else 0)
+            | (TC if truncated else 0) | (rcode & 0xF))
+
+
+def render(query: Query, rcode: int, records: Sequence[bytes], max_size: int,
+           authoritative: bool = False) -> bytes:
+    """Header + echoed question + as many records as fit + OPT when the query had one."""
+    opt = b"" if query.edns is None else opt_record(query.edns, rcode >> 4)
+    budget = max_size - 12 - len(query.question) - len(opt)
+    kept: list[bytes] = []
+    for record in records:
+        budget -= len(record)
+        if budget < 0:
+            break
+        kept.append(record)
+    truncated = len(kept) < len(records)
+    header = HEADER.pack(query.id, reply_flags(query.flags, rcode, authoritative, truncated),
+                         1, len(kept), 0, 1 if opt else 0)
+    return b"".join((header, query.question, *kept, opt))
+
+
+def shuffled(records: Sequence[bytes]) -> list[bytes]:
+    copy = list(records)
+    random.shuffle(copy)
+    return copy
+
+
+def encode_answer_records(
+    qname: str, rrs: Sequence[tuple[dns.rdata.Rdata, int]]
+) -> tuple[bytes, ...]:
+    """Wire form of answer records owned by the question name, compressed exactly as
+    dnspython's renderer would compress them after that question (offsets do not depend on
+    the question's letter case)."""
+    name = dns.name.from_text(qname) if qname else dns.name.root
+    buffer = io.BytesIO()
+    buffer.write(bytes(12))
+    compress: dict[dns.name.Name, int] = {}
+    name.to_wire(buffer, compress)
+    buffer.write(bytes(4))
+    blobs: list[bytes] = []
+    for rdata, ttl in rrs:
+        start = buffer.tell()
+        name.to_wire(buffer, compress)
+        buffer.write(struct.pack("!HHIH", rdata.rdtype, rdata.rdclass, ttl, 0))
+        rdata_start = buffer.tell()
+        rdata.to_wire(buffer, compress, None, False)
+        end = buffer.tell()
+        buffer.seek(rdata_start - 2)
+        buffer.write(struct.pack("!H", end - rdata_start))
+        buffer.seek(end)
+        blobs.append(buffer.getvalue()[start:end])
+    return tuple(blobs)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs from Debian on a fresh machine (as root): the venv module,
+# the Docker engine, static busybox for the test image, dig and nsenter. Idempotent: does
+# nothing when everything is already there. Without root it only says what is missing.
+set -euo pipefail
+
+need=()
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv python3-pip)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && file_ok=1 || file_ok=0
+{ [ "$file_ok" = 1 ] && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic'; } || need+=(busybox-static)
+command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "missing Debian packages (install as root): ${need[*]}" >&2
+  exit 0
+fi
+echo "installing: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

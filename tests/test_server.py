@@ -1,0 +1,191 @@
+# The server on real loopback sockets (port 0): UDP and TCP answers, several TCP queries per
+# connection answered in order, forwarding with failover and SERVFAIL within the budget, the
+# forward cap, idle TCP connections closed, and the CLI's one-line errors.
+from __future__ import annotations
+
+import asyncio
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import dns.asyncquery
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+
+from resolver.config import Config, Upstream
+from resolver.framing import TcpFramer
+from resolver.server import Server
+from tests.fakes import FAKE_ADDRESS, FakeUpstream
+from tests.topology import Topology, attach, container, network
+
+NET = network("srvnet", "172.60.0.0/24")
+TABLE_TOPOLOGY = Topology([NET], [container("web", attach(NET, 2, "app"))])
+
+
+async def start(*upstreams: FakeUpstream, **overrides: object) -> Server:
+    config = Config(listen=(("127.0.0.1", 0),),
+                    upstreams=tuple(Upstream("127.0.0.1", u.port) for u in upstreams),
+                    upstream_timeout=0.3, upstream_budget=1.0, **overrides)  # type: ignore[arg-type]
+    server = Server(config, TABLE_TOPOLOGY.table())
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = await FakeUpstream().start()
+    yield fake
+    fake.close()
+
+
+def port(server: Server) -> int:
+    return server.addresses[0][1]
+
+
+async def udp(server: Server, name: str, rdtype: str = "A") -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype)
+    return await dns.asyncquery.udp(query, "127.0.0.1", port=port(server), timeout=3)
+
+
+def addresses(reply: dns.message.Message) -> list[str]:
+    return [rr.to_text() for rrset in reply.answer for rr in rrset]
+
+
+async def test_udp_and_tcp_local_answers(upstream: FakeUpstream) -> None:
+    server = await start(upstream)
+    try:
+        assert addresses(await udp(server, "web")) == ["172.60.0.2"]
+        reply = await dns.asyncquery.tcp(dns.message.make_query("APP", "A"), "127.0.0.1",
+                                         port=port(server), timeout=3)
+        assert addresses(reply) == ["172.60.0.2"] and upstream.seen == []
+    finally:
+        await server.close()
+
+
+async def test_tcp_pipelined_queries_answered_in_order(upstream: FakeUpstream) -> None:
+    server = await start(upstream)
+    names = ["web", "x.invalid", "app", "nxdomain.invalid", "web"]
+    queries = [dns.message.make_query(n, "A") for n in names]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
+        writer.write(b"".join(struct.pack("!H", len(w)) + w for w in
+                              (q.to_wire() for q in queries)))
+        framer, replies = TcpFramer(), []
+        while len(replies) < len(names):
+            replies += framer.feed(await asyncio.wait_for(reader.read(4096), 3))
+        writer.close()
+        got = [dns.message.from_wire(r) for r in replies]
+        assert [r.id for r in got] == [q.id for q in queries]
+        assert addresses(got[1]) == [FAKE_ADDRESS]
+        assert got[3].rcode() == dns.rcode.NXDOMAIN
+    finally:
+        await server.close()
+
+
+async def test_forwarded_answer_is_relayed_with_the_clients_id(upstream: FakeUpstream) -> None:
+    server = await start(upstream)
+    try:
+        query = dns.message.make_query("relay.invalid", "A")
+        reply = await dns.asyncquery.udp(query, "127.0.0.1", port=port(server), timeout=3)
+        assert reply.id == query.id and addresses(reply) == [FAKE_ADDRESS]
+        nx = await udp(server, "nxdomain.invalid")
+        assert nx.rcode() == dns.rcode.NXDOMAIN
+        tc = await udp(server, "tc.invalid")
+        assert tc.flags & dns.flags.TC
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("mode", ["servfail", "refused", "silent", "wrongid"])
+async def test_failing_first_upstream_fails_over(mode: str) -> None:
+    bad = await FakeUpstream(mode=mode).start()
+    good = await FakeUpstream().start()
+    server = await start(bad, good)
+    try:
+        reply = await udp(server, "failover.invalid")
+        assert addresses(reply) == [FAKE_ADDRESS] and len(bad.seen) == 1
+    finally:
+        await server.close()
+        bad.close()
+        good.close()
+
+
+async def test_all_upstreams_dead_gives_servfail_within_budget() -> None:
+    dead = [await FakeUpstream(mode="silent").start() for _ in range(3)]
+    server = await start(*dead)
+    try:
+        began = time.monotonic()
+        reply = await udp(server, "dead.invalid")
+        assert reply.rcode() == dns.rcode.SERVFAIL
+        assert time.monotonic() - began < 3  # budget 1 s; generous for a loaded machine
+    finally:
+        await server.close()
+        for fake in dead:
+            fake.close()
+
+
+async def test_forward_cap_answers_refused(upstream: FakeUpstream) -> None:
+    slow = await FakeUpstream(mode="silent").start()
+    server = await start(slow, max_forwards=2)
+    try:
+        pending = [asyncio.ensure_future(udp(server, f"q{i}.invalid")) for i in range(2)]
+        await asyncio.sleep(0.1)
+        reply = await udp(server, "over.invalid")
+        assert reply.rcode() == dns.rcode.REFUSED
+        assert addresses(await udp(server, "web")) == ["172.60.0.2"]
+        assert all(r.rcode() == dns.rcode.SERVFAIL for r in await asyncio.gather(*pending))
+    finally:
+        await server.close()
+        slow.close()
+
+
+async def test_idle_tcp_connection_is_closed(upstream: FakeUpstream) -> None:
+    server = await start(upstream, tcp_idle=0.2)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
+        assert await asyncio.wait_for(reader.read(10), 3) == b""
+        writer.close()
+    finally:
+        await server.close()
+
+
+async def test_connection_cap_per_source(upstream: FakeUpstream) -> None:
+    server = await start(upstream, tcp_max_per_source=2)
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", port(server)) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
+        assert await asyncio.wait_for(reader.read(10), 3) == b""
+        assert addresses(await udp(server, "web")) == ["172.60.0.2"]
+        for _, w in [*held, (reader, writer)]:
+            w.close()
+    finally:
+        await server.close()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "resolver", *args], capture_output=True,
+                          text=True, timeout=30)
+
+
+@pytest.mark.parametrize("args", [
+    ["serve", "--alias-order", "random"],
+    ["serve", "--ttl", "-1"],
+    ["serve", "--listen", "not-an-address:x"],
+    ["serve", "--upstream", "127.0.0.1:5353"],  # the default listen address: a loop
+    ["serve", "--upstream", "a", "--upstream", "b", "--upstream", "c", "--upstream", "d"],
+])
+def test_bad_flags_exit_with_one_line(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_unbindable_address_exits_with_one_line() -> None:
+    result = run_cli("serve", "--listen", "192.0.2.1:5353", "--no-upstream",
+                     "--docker", "unix:///nonexistent.sock")
+    assert result.returncode == 1
+    assert "cannot listen on 192.0.2.1:5353" in result.stderr

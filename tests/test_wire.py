@@ -1,0 +1,215 @@
+# Wire behaviour a client sees: the fast path and the dnspython path give the same bytes,
+# truncation over UDP, EDNS (OPT back, DO echoed, BADVERS), the accept-filter ladder for
+# malformed packets (SPEC §7), and TCP framing fed whole, byte by byte and several at once.
+from __future__ import annotations
+
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resolver.answer import Policy
+from resolver.config import AliasOrder
+from resolver.framing import TcpFramer, frame
+from resolver.handler import Forward, Handler
+from resolver.slowpath import ParsedSlow, parse_with_dnspython
+from tests.topology import Topology, attach, container, network
+
+NET = network("wirenet", "172.50.0.0/24", ipv6="fd00:50::/64")
+LONG = "a" * 63
+CLIENT = container("client", attach(NET, 200))
+HOLDERS = [container(f"h{i:02d}", attach(NET, 10 + i, LONG, "shared")) for i in range(40)]
+SOURCE = "172.50.0.200"
+
+
+def handler(order: AliasOrder = AliasOrder.ORDERED) -> Handler:
+    table = Topology([NET], [CLIENT, *HOLDERS]).table()
+    return Handler(table, Policy(alias_order=order))
+
+
+def ask(h: Handler, query: dns.message.Message, tcp: bool = False) -> dns.message.Message:
+    out = h.handle(query.to_wire(), SOURCE, tcp)
+    assert isinstance(out, bytes)
+    return dns.message.from_wire(out)
+
+
+QUERIES = [
+    ("h01", "A", None), ("H01", "a", None), ("shared", "A", None), ("SHARED", "AAAA", None),
+    ("h02", "MX", None), ("client.wirenet", "A", 0), ("h03", "A", 4096),
+    ("11.0.50.172.in-addr.arpa", "PTR", None), ("11.0.50.172.IN-addr.ARPA", "PTR", 1232),
+    (LONG, "A", None), (LONG, "A", 1400), ("Shared.WireNet", "AAAA", 600),
+]
+
+
+@pytest.mark.parametrize(("name", "rdtype", "payload"), QUERIES)
+@pytest.mark.parametrize("tcp", [False, True])
+def test_fast_path_is_byte_identical_to_dnspython(name: str, rdtype: str, payload: int | None,
+                                                  tcp: bool) -> None:
+    h = handler()
+    query = dns.message.make_query(name, rdtype, use_edns=payload is not None,
+                                   payload=payload or 0, want_dnssec=payload == 4096)
+    query.flags |= dns.flags.CD if payload else 0
+    fast = h.handle(query.to_wire(), SOURCE, tcp)
+    parsed = parse_with_dnspython(query.to_wire())
+    assert isinstance(parsed, ParsedSlow) and isinstance(fast, bytes)
+    assert fast == h.render_slow(parsed, SOURCE, tcp)
+
+
+def test_header_is_dockers() -> None:
+    query = dns.message.make_query("h01", "A")
+    query.flags |= dns.flags.CD
+    reply = ask(handler(), query)
+    assert reply.id == query.id
+    assert reply.flags & dns.flags.QR and reply.flags & dns.flags.RA and reply.flags & dns.flags.RD
+    assert reply.flags & dns.flags.CD and not reply.flags & dns.flags.AA
+    assert reply.question[0].name.to_text() == "h01."
+
+
+def test_question_case_is_echoed() -> None:
+    reply = ask(handler(), dns.message.make_query("ShArEd", "A"))
+    assert reply.question[0].name.labels[0] == b"ShArEd"
+    assert reply.answer[0].name.labels[0] == b"ShArEd"
+
+
+def test_udp_truncates_to_512_and_sets_tc() -> None:
+    out = handler().handle(dns.message.make_query(LONG, "A").to_wire(), SOURCE, False)
+    assert isinstance(out, bytes) and len(out) <= 512
+    reply = dns.message.from_wire(out)
+    assert reply.flags & dns.flags.TC
+    assert 0 < count(reply) < 40
+
+
+def test_edns_size_and_tcp_get_everything() -> None:
+    big = dns.message.make_query(LONG, "A", use_edns=0, payload=4096)
+    reply = ask(handler(), big)
+    assert not reply.flags & dns.flags.TC and count(reply) == 40
+    reply = ask(handler(), dns.message.make_query(LONG, "A"), tcp=True)
+    assert not reply.flags & dns.flags.TC and count(reply) == 40
+
+
+def test_edns_gets_opt_back_with_do_echoed_and_options_dropped() -> None:
+    query = dns.message.make_query("h01", "A", use_edns=0, payload=4096, want_dnssec=True,
+                                   options=[dns.edns.GenericOption(65001, b"xyz")])
+    reply = ask(handler(), query)
+    assert reply.edns == 0 and reply.payload == 1232
+    assert reply.ednsflags & dns.flags.DO and reply.options == ()
+    plain = ask(handler(), dns.message.make_query("h01", "A"))
+    assert plain.edns == -1
+
+
+def test_edns_version_above_zero_gets_badvers() -> None:
+    reply = ask(handler(), dns.message.make_query("h01", "A", use_edns=1))
+    assert reply.rcode() == dns.rcode.BADVERS and reply.edns == 0 and not reply.answer
+
+
+def test_first_order_gives_one_record() -> None:
+    reply = ask(handler(AliasOrder.FIRST), dns.message.make_query("shared", "A"))
+    assert [rr.to_text() for rrset in reply.answer for rr in rrset] == ["172.50.0.10"]
+
+
+def test_nodata_has_no_authority_and_no_forward() -> None:
+    reply = ask(handler(), dns.message.make_query("h01", "TXT"))
+    assert reply.rcode() == dns.rcode.NOERROR and not reply.answer and not reply.authority
+
+
+def test_miss_is_forwarded_with_the_query_bytes() -> None:
+    wire = dns.message.make_query("nosuch.invalid", "A").to_wire()
+    out = handler().handle(wire, SOURCE, False)
+    assert isinstance(out, Forward) and out.data == wire and out.query.qname == "nosuch.invalid"
+
+
+def count(reply: dns.message.Message) -> int:
+    return sum(len(rrset) for rrset in reply.answer)
+
+
+def header(flags: int, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0) -> bytes:
+    return struct.pack("!HHHHHH", 0x1234, flags, qd, an, ns, ar)
+
+
+QUESTION = b"\x03h01\x00\x00\x01\x00\x01"
+
+
+@pytest.mark.parametrize(("packet", "expect"), [
+    pytest.param(b"", None, id="empty"),
+    pytest.param(b"\x12\x34\x01", None, id="short-header"),
+    pytest.param(header(0x8100) + QUESTION, None, id="qr-set-dropped"),
+    pytest.param(header(2 << 11) + QUESTION, "NOTIMP", id="opcode-status"),
+    pytest.param(header(5 << 11) + QUESTION, "NOTIMP", id="opcode-update"),
+    pytest.param(header(0x0100, qd=2) + QUESTION * 2, "FORMERR", id="two-questions"),
+    pytest.param(header(0x0100, qd=0), "FORMERR", id="no-question"),
+    pytest.param(header(0x0100, ar=3) + QUESTION, "FORMERR", id="too-many-additional"),
+    pytest.param(header(0x0100) + b"\x03h0", "FORMERR", id="cut-question"),
+    pytest.param(header(0x0100) + b"\xc0\x0c\x00\x01\x00\x01", "FORMERR", id="pointer-loop"),
+    pytest.param(header(0x0100) + b"\x3fabc", "FORMERR", id="label-past-end"),
+    pytest.param(header(0x0100) + QUESTION + b"junk", "FORMERR", id="trailing-junk"),
+    pytest.param(header(0x0100, ar=1) + QUESTION + b"\x00\x00\x29", "FORMERR", id="cut-opt"),
+    pytest.param(header(0x0100, an=1) + QUESTION, "FORMERR", id="missing-answer"),
+    pytest.param(header(4 << 11) + QUESTION, "NOERROR", id="notify-like-query"),
+])
+def test_malformed_ladder(packet: bytes, expect: str | None) -> None:
+    out = handler().handle(packet, SOURCE, False)
+    if expect is None:
+        assert out is None
+        return
+    assert isinstance(out, bytes)
+    assert out[:2] == b"\x12\x34"
+    reply = dns.message.from_wire(out)
+    assert dns.rcode.to_text(reply.rcode()) == expect
+    if expect in ("NOTIMP", "FORMERR") and len(packet) >= 12 and struct.unpack(
+            "!H", packet[4:6])[0] != 1:
+        assert not reply.question and not reply.flags & dns.flags.RA
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600), st.booleans())
+def test_any_bytes_get_a_parseable_reply_or_none(data: bytes, tcp: bool) -> None:
+    out = handler().handle(data, SOURCE, tcp)
+    if isinstance(out, bytes):
+        assert out[:2] == data[:2]
+        dns.message.from_wire(out)
+    else:
+        assert out is None or isinstance(out, Forward)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=12, max_size=12), st.binary(max_size=80))
+def test_mutated_queries_never_crash(head: bytes, tail: bytes) -> None:
+    data = head[:2] + b"\x01\x00\x00\x01" + head[6:] + QUESTION + tail
+    out = handler().handle(data, SOURCE, False)
+    assert out is None or isinstance(out, Forward) or out[:2] == head[:2]
+
+
+MESSAGES = [dns.message.make_query(f"h{i:02d}", "A").to_wire() for i in range(3)]
+STREAM = b"".join(frame(m) for m in MESSAGES)
+
+
+def test_framer_whole_stream() -> None:
+    assert TcpFramer().feed(STREAM) == MESSAGES
+
+
+def test_framer_byte_by_byte() -> None:
+    framer = TcpFramer()
+    got: list[bytes] = []
+    for i in range(len(STREAM)):
+        got.extend(framer.feed(STREAM[i : i + 1]))
+    assert got == MESSAGES and framer.pending == 0
+
+
+def test_framer_split_anywhere_with_trailing_half_frame() -> None:
+    for cut in range(len(STREAM)):
+        framer = TcpFramer()
+        got = framer.feed(STREAM[:cut]) + framer.feed(STREAM[cut:] + b"\x00\x10abc")
+        assert got == MESSAGES and framer.pending == 5
+
+
+def test_rdtype_echo_for_unknown_type() -> None:
+    query = dns.message.make_query("h01", dns.rdatatype.from_text("TYPE65000"))
+    reply = ask(handler(), query)
+    assert reply.rcode() == dns.rcode.NOERROR and reply.question[0].rdtype == 65000
