@@ -73,15 +73,19 @@ class NameTable:
         """Make the table equal to a full engine state (first sync, reconcile, snapshot).
 
         Endpoints and names that persist keep their registration order; new ones join at the
-        end in the deterministic order of EngineState.registration_order()."""
+        end in the deterministic order of EngineState.registration_order(). A container that
+        restarted meanwhile (another start time) rejoins at the end, as it would have live."""
         self._networks = {n.id: n for n in state.networks}
         ordered = state.registration_order()
+        before = self._containers
         self._containers = {c.id: c for c in ordered}
         previous = self._registered
         self._registered = {}
         for container in ordered:
+            known = before.get(container.id)
+            restarted = known is not None and known.started_at != container.started_at
             for key in self._registration_keys(container):
-                seq = previous.get(key)
+                seq = None if restarted else previous.get(key)
                 self._registered[key] = seq if seq is not None else self._take_seq()
         self._rebuild_members()
         self._rebuild(self._networks.keys())

@@ -84,6 +84,13 @@ def test_resync_keeps_the_order_of_what_persisted() -> None:
     assert holders(table) == ["172.40.0.3", "172.40.0.2", "172.40.0.4"]
 
 
+def test_resync_moves_a_container_that_restarted_unseen_to_the_end() -> None:
+    table = fresh(A, B)
+    restarted = replace(A, started_at="2026-01-01T00:10:00Z")
+    table.replace_all(EngineState((NET, OTHER), (CLIENT, restarted, B)))
+    assert holders(table) == ["172.40.0.3", "172.40.0.2"]
+
+
 def test_resync_drops_what_vanished() -> None:
     table = fresh(A, B)
     table.replace_all(EngineState((NET, OTHER), (CLIENT, B)))

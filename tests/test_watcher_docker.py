@@ -1,0 +1,371 @@
+# DockerWatcher against the real engine: networks and containers are made with the docker CLI
+# (image scopedns-busybox:test, `sleep 600`, --dns 127.0.0.1 so nothing resolves outward) and the
+# NameTable must follow within a few seconds. Every name carries a random suffix and everything
+# created is removed, even when a test fails. Skipped when no engine answers, unless CI=true.
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from resolver.model import NetworkInfo
+from resolver.table import NameTable
+from watchers.docker import DockerWatcher
+
+pytestmark = pytest.mark.docker
+
+DOCKER = "/usr/bin/docker"
+IMAGE = "scopedns-busybox:test"
+SOCKET = "/var/run/docker.sock"
+URL = f"unix://{SOCKET}"
+WAIT = 5.0  # seconds a change may take to reach the table
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine() -> None:
+    try:
+        subprocess.run([DOCKER, "version", "--format", "{{.Server.Version}}"], check=True,
+                       capture_output=True, timeout=15)
+        subprocess.run([DOCKER, "image", "inspect", IMAGE], check=True, capture_output=True,
+                       timeout=15)
+    except (OSError, subprocess.SubprocessError) as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no Docker engine or no {IMAGE} image on CI: {exc}")
+        pytest.skip(f"no Docker engine or no {IMAGE} image: {exc}")
+
+
+class Engine:
+    """Runs the docker CLI without blocking the loop; remembers what it made, to remove it."""
+
+    def __init__(self) -> None:
+        self.prefix = f"sdt{secrets.token_hex(3)}"
+        self.containers: list[str] = []
+        self.networks: list[str] = []
+
+    async def docker(self, *args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            DOCKER, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {err.decode().strip()}")
+        return out.decode().strip()
+
+    async def network(self, name: str, *args: str) -> str:
+        full = f"{self.prefix}-{name}"
+        self.networks.append(full)
+        return await self.docker("network", "create", *args, full)
+
+    async def run(self, name: str, *args: str) -> str:
+        full = f"{self.prefix}-{name}"
+        self.containers.append(full)
+        return await self.docker("run", "-d", "--name", full, "--dns", "127.0.0.1", *args,
+                                 IMAGE, "sleep", "600")
+
+    async def ip(self, container: str, network: str) -> IPv4Address:
+        text = await self.docker("inspect", "-f",
+                                 f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
+                                 container)
+        return IPv4Address(text)
+
+    async def cleanup(self) -> None:
+        for container in self.containers:
+            with contextlib.suppress(AssertionError):
+                await self.docker("rm", "-f", "-v", container)
+        for network in self.networks:
+            with contextlib.suppress(AssertionError):
+                await self.docker("network", "rm", network)
+
+
+@pytest.fixture
+async def engine_cli() -> AsyncIterator[Engine]:
+    made = Engine()
+    try:
+        yield made
+    finally:
+        await made.cleanup()
+
+
+WatcherFactory = Callable[..., Awaitable[NameTable]]
+
+
+@pytest.fixture
+async def start_watcher() -> AsyncIterator[WatcherFactory]:
+    running: list[tuple[DockerWatcher, asyncio.Task[None]]] = []
+
+    async def start(url: str = URL, backoff_initial: float = 0.5,
+                    backoff_max: float = 30.0) -> NameTable:
+        table = NameTable()
+        watcher = DockerWatcher(table, url, backoff_initial=backoff_initial,
+                                backoff_max=backoff_max)
+        running.append((watcher, asyncio.create_task(watcher.run())))
+        await eventually(lambda: table.synced, "the first sync")
+        return table
+
+    yield start
+    for watcher, task in running:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled(), "run() must end only by cancellation"
+        await watcher.close()
+
+
+async def eventually(check: Callable[[], object], what: str, timeout: float = WAIT) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+def network_named(table: NameTable, name: str) -> NetworkInfo | None:
+    return next((n for n in table.networks if n.name == name), None)
+
+
+def holders(table: NameTable, network: str, name: str) -> list[tuple[str, IPv4Address | None]]:
+    """(container name, IPv4) of each holder of `name` on the network called `network`."""
+    info = network_named(table, network)
+    records = table.records(info.id) if info else None
+    found = records.holders.get(name.lower(), ()) if records else ()
+    return [(h.primary_name, h.ipv4) for h in found]
+
+
+# ----- tests ---------------------------------------------------------------------------------
+
+async def test_first_sync_sees_what_already_runs(
+    engine_cli: Engine, start_watcher: WatcherFactory
+) -> None:
+    net = f"{engine_cli.prefix}-net"
+    name = f"{engine_cli.prefix}-early"
+    await engine_cli.network("net")
+    cid = await engine_cli.run("early", "--network", net, "--network-alias", "early-alias",
+                               "--hostname", "earlyhost")
+    await engine_cli.run("gone", "--network", net)
+    await engine_cli.docker("stop", "-t", "0", f"{engine_cli.prefix}-gone")
+    address = await engine_cli.ip(name, net)
+
+    table = await start_watcher()
+    assert table.container(cid) is not None
+    for alias in (name, "early-alias", cid[:12], "earlyhost"):
+        assert holders(table, net, alias) == [(name, address)], alias
+    assert holders(table, net, f"{engine_cli.prefix}-gone") == []
+
+
+async def test_start_adds_and_stop_removes(
+    engine_cli: Engine, start_watcher: WatcherFactory
+) -> None:
+    table = await start_watcher()
+    net = f"{engine_cli.prefix}-net"
+    name = f"{engine_cli.prefix}-app"
+    await engine_cli.network("net")
+    cid = await engine_cli.run("app", "--network", net, "--network-alias", "svc")
+    address = await engine_cli.ip(name, net)
+    await eventually(lambda: holders(table, net, "svc") == [(name, address)], "alias on start")
+    assert holders(table, net, name) == [(name, address)]
+
+    await engine_cli.docker("stop", "-t", "0", name)
+    await eventually(lambda: table.container(cid) is None, "container gone after stop")
+    assert holders(table, net, "svc") == []
+
+
+async def test_die_removes(engine_cli: Engine, start_watcher: WatcherFactory) -> None:
+    table = await start_watcher()
+    net = f"{engine_cli.prefix}-net"
+    name = f"{engine_cli.prefix}-victim"
+    await engine_cli.network("net")
+    cid = await engine_cli.run("victim", "--network", net)
+    await eventually(lambda: holders(table, net, name), "name after start")
+    await engine_cli.docker("kill", name)
+    await eventually(lambda: table.container(cid) is None, "container gone after kill (die)")
+    assert holders(table, net, name) == []
+
+
+async def test_rename(engine_cli: Engine, start_watcher: WatcherFactory) -> None:
+    table = await start_watcher()
+    net = f"{engine_cli.prefix}-net"
+    old, new = f"{engine_cli.prefix}-old", f"{engine_cli.prefix}-new"
+    await engine_cli.network("net")
+    await engine_cli.run("old", "--network", net)
+    engine_cli.containers.append(new)
+    await eventually(lambda: holders(table, net, old), "old name")
+    await engine_cli.docker("rename", old, new)
+    await eventually(lambda: holders(table, net, new) and not holders(table, net, old),
+                     "new name replaces the old one")
+
+
+async def test_connect_alias_and_disconnect(
+    engine_cli: Engine, start_watcher: WatcherFactory
+) -> None:
+    table = await start_watcher()
+    first, second = f"{engine_cli.prefix}-one", f"{engine_cli.prefix}-two"
+    name = f"{engine_cli.prefix}-roamer"
+    await engine_cli.network("one")
+    await engine_cli.network("two")
+    await engine_cli.run("roamer", "--network", first)
+    await eventually(lambda: holders(table, first, name), "name on the first network")
+
+    await engine_cli.docker("network", "connect", "--alias", "extra", second, name)
+    address = await engine_cli.ip(name, second)
+    await eventually(lambda: holders(table, second, "extra") == [(name, address)],
+                     "alias added by network connect")
+    assert holders(table, first, "extra") == []
+
+    await engine_cli.docker("network", "disconnect", second, name)
+    await eventually(lambda: not holders(table, second, name), "names gone after disconnect")
+    assert holders(table, second, "extra") == []
+    assert holders(table, first, name), "still on the first network"
+
+
+async def test_restart_rejoins_at_the_end(
+    engine_cli: Engine, start_watcher: WatcherFactory
+) -> None:
+    """SPEC §4: a holder that leaves (here: die during `docker restart`) and comes back joins
+    the end of the name's registration order, even if it is back before we inspect it."""
+    table = await start_watcher()
+    net = f"{engine_cli.prefix}-net"
+    first, second = f"{engine_cli.prefix}-first", f"{engine_cli.prefix}-second"
+    await engine_cli.network("net")
+    await engine_cli.run("first", "--network", net, "--network-alias", "shared")
+    await eventually(lambda: holders(table, net, "shared"), "the first holder")
+    await engine_cli.run("second", "--network", net, "--network-alias", "shared")
+    await eventually(lambda: [n for n, _ in holders(table, net, "shared")] == [first, second],
+                     "both holders, in start order")
+    await engine_cli.docker("restart", "-t", "0", first)
+    await eventually(lambda: [n for n, _ in holders(table, net, "shared")] == [second, first],
+                     "the restarted holder moved to the end")
+
+
+async def test_network_create_and_rm(engine_cli: Engine, start_watcher: WatcherFactory) -> None:
+    table = await start_watcher()
+    net = f"{engine_cli.prefix}-lonely"
+    nid = await engine_cli.network("lonely", "--internal")
+    await eventually(lambda: network_named(table, net), "network after create")
+    info = network_named(table, net)
+    assert info is not None and info.id == nid and info.internal and info.user_defined
+    await engine_cli.docker("network", "rm", net)
+    await eventually(lambda: network_named(table, net) is None, "network gone after rm")
+    assert table.records(nid) is None
+
+
+async def test_destroy_removes(engine_cli: Engine, start_watcher: WatcherFactory) -> None:
+    table = await start_watcher()
+    net = f"{engine_cli.prefix}-net"
+    name = f"{engine_cli.prefix}-doomed"
+    await engine_cli.network("net")
+    cid = await engine_cli.run("doomed", "--network", net)
+    await eventually(lambda: table.container(cid) is not None, "container after start")
+    await engine_cli.docker("rm", "-f", name)
+    await eventually(lambda: table.container(cid) is None, "container gone after rm -f")
+    assert holders(table, net, name) == []
+
+
+async def test_default_bridge_container_is_known_without_names(
+    engine_cli: Engine, start_watcher: WatcherFactory
+) -> None:
+    table = await start_watcher()
+    cid = await engine_cli.run("legacy")
+    await eventually(lambda: table.container(cid) is not None, "container after start")
+    info = table.container(cid)
+    assert info is not None and len(info.endpoints) == 1
+    bridge = network_named(table, "bridge")
+    assert bridge is not None and not bridge.user_defined
+    assert info.endpoints[0].network_id == bridge.id and info.endpoints[0].ipv4 is not None
+
+
+# ----- losing the engine ---------------------------------------------------------------------
+
+class SocketProxy:
+    """A unix-socket relay to the engine that can be cut and restored, like an engine restart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_unix_server(self._relay, path=str(self.path))
+
+    async def down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        self.path.unlink(missing_ok=True)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(SOCKET)
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer),
+                             return_exceptions=True)
+        self._writers -= {writer, up_writer}
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+def proxy_path() -> Iterator[Path]:
+    # A short path: unix socket paths are limited to ~107 bytes.
+    directory = Path(f"/tmp/sdt-{secrets.token_hex(4)}")
+    directory.mkdir()
+    yield directory / "docker.sock"
+    for child in directory.iterdir():
+        child.unlink()
+    directory.rmdir()
+
+
+async def test_engine_loss_keeps_table_then_resyncs(
+    engine_cli: Engine, start_watcher: WatcherFactory, proxy_path: Path
+) -> None:
+    proxy = SocketProxy(proxy_path)
+    await proxy.up()
+    try:
+        table = await start_watcher(f"unix://{proxy_path}", backoff_initial=0.1,
+                                    backoff_max=0.4)
+        net = f"{engine_cli.prefix}-net"
+        stays, goes = f"{engine_cli.prefix}-stays", f"{engine_cli.prefix}-goes"
+        await engine_cli.network("net")
+        await engine_cli.run("stays", "--network", net)
+        await engine_cli.run("goes", "--network", net)
+        await eventually(lambda: holders(table, net, stays) and holders(table, net, goes),
+                         "both names before the outage")
+
+        await proxy.down()
+        await engine_cli.docker("rm", "-f", goes)
+        await engine_cli.run("late", "--network", net)
+        await asyncio.sleep(0.5)
+        assert holders(table, net, goes), "the last known table is kept while the engine is away"
+
+        await proxy.up()
+        await eventually(lambda: not holders(table, net, goes)
+                         and holders(table, net, f"{engine_cli.prefix}-late"),
+                         "resync drops what vanished and adds what appeared")
+        assert holders(table, net, stays)
+    finally:
+        await proxy.down()
+
+
+async def test_unreachable_engine_never_syncs_and_never_raises() -> None:
+    table = NameTable()
+    watcher = DockerWatcher(table, "unix:///nonexistent/docker.sock", backoff_initial=0.05,
+                            backoff_max=0.1)
+    task = asyncio.create_task(watcher.run())
+    await asyncio.sleep(0.6)
+    assert not task.done() and not table.synced
+    await watcher.close()
+    await asyncio.wait_for(task, 2)  # close() ends run() without an exception

@@ -1,0 +1,296 @@
+# The Docker state source: owns the aiodocker client and keeps a NameTable equal to the engine.
+# One cycle: subscribe to /events first, list and inspect everything, `table.replace_all()`, then
+# apply events one at a time: what leaves (die, stop, destroy, disconnect) leaves at once, what
+# may have joined is re-inspected (events carry no addresses). When the stream ends or the engine
+# is unreachable, the table is kept as it is (we keep serving), and the cycle starts again after
+# an exponential backoff, with a fresh client (SPEC §7, style.md rule 12).
+# Rules: every table change is one synchronous call, never split by an await (style.md rule 2);
+# aiodocker is only partly typed, so its values are Any here and become our records in
+# translate.py at once; nothing but CancelledError leaves run().
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import replace
+from enum import Enum
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.exceptions import DockerError
+from aiodocker.networks import DockerNetwork
+
+from resolver.model import ContainerInfo, EngineState
+from resolver.table import NameTable
+from watchers.translate import (
+    EventAction,
+    EventKind,
+    classify_event,
+    container_from_inspect,
+    engine_time_nano,
+    network_from_inspect,
+    since_param,
+)
+
+log = logging.getLogger(__name__)
+
+# Reconnect delays: fast enough to ride out an engine restart, capped so a host without Docker
+# is not hammered (SPEC §7).
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+# Inspections in flight during a full sync: enough to sync thousands of containers in seconds
+# without flooding the engine's API.
+INSPECT_CONCURRENCY = 16
+# Log full-sync progress every this many containers (a big sync can take a while).
+PROGRESS_EVERY = 500
+# One API call (not the event stream, which has no deadline) may take this long.
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
+# aiodocker's status for "could not reach the engine" (a connection error, not an HTTP status).
+_UNREACHABLE = 900
+_EVENT_FILTERS = {"type": ["container", "network"]}
+
+# What reaching the engine can fail with: aiodocker's errors, aiohttp's, sockets, timeouts.
+ENGINE_ERRORS: tuple[type[BaseException], ...] = (
+    DockerError,
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+)
+
+
+class _Lookup(Enum):
+    GONE = "gone"  # 404: the object no longer exists
+    FAILED = "failed"  # another API error for this one object (logged); leave it as it is
+
+
+class StreamEnded(Exception):
+    """The engine closed the event stream without an error."""
+
+
+class DockerWatcher:
+    """Feeds `table` from the Docker engine at `url` (e.g. unix:///var/run/docker.sock)."""
+
+    def __init__(
+        self,
+        table: NameTable,
+        url: str,
+        *,
+        backoff_initial: float = BACKOFF_INITIAL,
+        backoff_max: float = BACKOFF_MAX,
+        concurrency: int = INSPECT_CONCURRENCY,
+    ) -> None:
+        self._table = table
+        self._url = url
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._concurrency = max(1, concurrency)
+        self._docker: Any = None
+        self._closed = False
+        self._wake = asyncio.Event()
+        self._last_event_ns: int | None = None
+        self._synced_this_cycle = False
+
+    async def run(self) -> None:
+        """Keep the table in sync until cancelled (or until close())."""
+        delay = self._backoff_initial
+        while not self._closed:
+            self._synced_this_cycle = False
+            try:
+                await self._cycle()
+                reason = "event stream ended"
+            except asyncio.CancelledError:
+                raise
+            except StreamEnded as exc:
+                reason = str(exc)
+            except ENGINE_ERRORS as exc:
+                reason = _describe(exc)
+            except Exception as exc:
+                log.exception("docker watcher: unexpected failure")
+                reason = _describe(exc)
+            if self._closed:
+                return
+            if self._synced_this_cycle:
+                delay = self._backoff_initial
+            log.warning("docker: %s; serving the last known table, reconnecting in %.1fs",
+                        reason, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)  # close() cuts the wait short
+            delay = min(delay * 2, self._backoff_max)
+
+    async def close(self) -> None:
+        """Stop reconnecting and release the engine connection. Idempotent."""
+        self._closed = True
+        self._wake.set()
+        docker, self._docker = self._docker, None
+        if docker is not None:
+            await _close_quietly(docker)
+
+    # ----- one cycle -------------------------------------------------------------------------
+
+    async def _cycle(self) -> None:
+        docker: Any = aiodocker.Docker(url=self._url, timeout=REQUEST_TIMEOUT)
+        self._docker = docker
+        try:
+            since = self._last_event_ns or engine_time_nano(
+                (await docker.system.info()).get("SystemTime"))
+            params: dict[str, Any] = {"filters": _EVENT_FILTERS}
+            if since is not None:
+                # Events from `since` on are replayed, so none is lost between this subscription
+                # reaching the engine and the listing below.
+                params["since"] = since_param(since)
+            subscriber = docker.events.subscribe(**params)
+            state = await self._full_state(docker)
+            self._table.replace_all(state)
+            self._synced_this_cycle = True
+            log.info("docker: synced %d networks, %d running containers",
+                     len(state.networks), len(state.containers))
+            await self._consume(docker, subscriber)
+        finally:
+            if self._docker is docker:
+                self._docker = None
+            await _close_quietly(docker)
+
+    async def _full_state(self, docker: Any) -> EngineState:
+        raw_networks = await docker.networks.list()
+        networks = tuple(n for n in map(network_from_inspect, raw_networks or ()) if n)
+        listed = await docker.containers.list()
+        ids = [str(c.id) for c in listed or ()]
+        return EngineState(networks, await self._inspect_all(docker, ids))
+
+    async def _inspect_all(self, docker: Any, ids: Sequence[str]) -> tuple[ContainerInfo, ...]:
+        """Inspect `ids`, `self._concurrency` at a time; vanished or unreadable ones are skipped."""
+        found: list[ContainerInfo] = []
+        pending = iter(ids)
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            for cid in pending:
+                data = await _inspect(docker.containers.container(cid).show(), f"container {cid}")
+                info = None if isinstance(data, _Lookup) else container_from_inspect(data)
+                if info is not None:
+                    found.append(info)
+                done += 1
+                if done % PROGRESS_EVERY == 0:
+                    log.info("docker: inspected %d/%d containers", done, len(ids))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self._concurrency, len(ids))):
+                    group.create_task(worker())
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return tuple(found)
+
+    # ----- events ----------------------------------------------------------------------------
+
+    async def _consume(self, docker: Any, subscriber: Any) -> None:
+        while True:
+            event = await subscriber.get()
+            if event is None:
+                _raise_stream_failure(docker)
+                raise StreamEnded("event stream ended")
+            action = classify_event(event)
+            await self._apply(docker, action)
+            if action.time_nano is not None:
+                self._last_event_ns = max(self._last_event_ns or 0, action.time_nano)
+
+    async def _apply(self, docker: Any, action: EventAction) -> None:
+        kind = action.kind
+        if kind is EventKind.REFRESH_CONTAINER:
+            await self._refresh_container(docker, action.container_id)
+        elif kind is EventKind.LEAVE_NETWORK:
+            await self._refresh_container(docker, action.container_id, left=action.network_id)
+        elif kind is EventKind.REMOVE_CONTAINER:
+            self._table.remove_container(action.container_id)
+        elif kind is EventKind.REFRESH_NETWORK:
+            await self._refresh_network(docker, action.network_id)
+        elif kind is EventKind.REMOVE_NETWORK:
+            self._table.remove_network(action.network_id)
+
+    async def _refresh_container(self, docker: Any, cid: str, left: str = "") -> None:
+        """Make the table's copy of `cid` what the engine says now, except for an endpoint on
+        network `left`: the event said it left; if it is back, a later `connect` re-adds it."""
+        data = await _inspect(docker.containers.container(cid).show(), f"container {cid}")
+        if data is _Lookup.FAILED:
+            return
+        info = None if data is _Lookup.GONE else container_from_inspect(data)
+        if info is None:
+            self._table.remove_container(cid)
+            return
+        if left:
+            info = replace(info, endpoints=tuple(e for e in info.endpoints
+                                                 if e.network_id != left))
+        known = {n.id for n in self._table.networks}
+        unknown = [e.network_id for e in info.endpoints if e.network_id not in known]
+        fetched = [await _inspect(_show_network(docker, nid), f"network {nid}")
+                   for nid in unknown]
+        # From here on, no await: the networks, then the container, each in one call.
+        for raw in fetched:
+            network = None if isinstance(raw, _Lookup) else network_from_inspect(raw)
+            if network is not None:
+                self._table.upsert_network(network)
+        self._table.upsert_container(info)
+
+    async def _refresh_network(self, docker: Any, nid: str) -> None:
+        data = await _inspect(_show_network(docker, nid), f"network {nid}")
+        if data is _Lookup.FAILED:
+            return
+        network = None if data is _Lookup.GONE else network_from_inspect(data)
+        if network is None:
+            self._table.remove_network(nid)
+        else:
+            self._table.upsert_network(network)
+
+
+async def _inspect(call: Awaitable[Any], what: str) -> Mapping[str, Any] | _Lookup:
+    """One inspect call: its JSON object, GONE on 404, FAILED (logged) on another API error for
+    this object. An unreachable engine propagates: the cycle is over."""
+    try:
+        data = await call
+    except DockerError as exc:
+        if exc.status == 404:
+            return _Lookup.GONE
+        if exc.status == _UNREACHABLE:
+            raise
+        log.warning("docker: cannot inspect %s, left as it is: %s", what, _describe(exc))
+        return _Lookup.FAILED
+    if not isinstance(data, Mapping):
+        log.warning("docker: inspect of %s returned %s, not an object", what, type(data).__name__)
+        return _Lookup.FAILED
+    return data
+
+
+def _show_network(docker: Any, nid: str) -> Awaitable[Any]:
+    """`GET /networks/{nid}` in one request (networks.get() would make two)."""
+    network: Any = DockerNetwork  # untyped in aiodocker
+    request: Awaitable[Any] = network(docker, nid).show()
+    return request
+
+
+def _raise_stream_failure(docker: Any) -> None:
+    """aiodocker ends the stream with None even when it failed: re-raise the reason, if any."""
+    task = docker.events.task
+    if task is not None and task.done() and not task.cancelled():
+        error = task.exception()
+        if error is not None:
+            raise error
+
+
+async def _close_quietly(docker: Any) -> None:
+    # events.stop() re-raises whatever ended the stream (already handled), and if it raises
+    # inside close() the HTTP session stays open: so stop the events first, then close.
+    for step in (docker.events.stop, docker.close):
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("docker: closing the client: %s", _describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, DockerError) else text
