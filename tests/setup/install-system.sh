@@ -7,8 +7,9 @@ set -euo pipefail
 need=()
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv python3-pip)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && file_ok=1 || file_ok=0
-{ [ "$file_ok" = 1 ] && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic'; } || need+=(busybox-static)
+# The test image needs a static busybox (ldd says "not a dynamic executable"; it exits 1).
+ldd_out=$(ldd /bin/busybox 2>&1 || true)
+[[ -x /bin/busybox && $ldd_out == *"not a dynamic"* ]] || need+=(busybox-static)
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
