@@ -64,6 +64,7 @@ REFUSED_ANSWER = LocalAnswer(REFUSED)
 NOT_SYNCED = LocalAnswer(SERVFAIL)  # CoreDNS TestNotSyncedServeDNS: never NXDOMAIN before sync
 NO_FORWARD_INTERNAL = LocalAnswer(SERVFAIL)  # SPEC §6: all-internal clients are never forwarded
 NO_UPSTREAM = LocalAnswer(NXDOMAIN)  # --no-upstream: misses are final
+NDOTS_NODATA = LocalAnswer(NOERROR)
 ZONE_SERIAL = 1
 
 
@@ -92,6 +93,8 @@ def decide(view: View | None, synced: bool, qname: str, qtype: int, policy: Poli
     holders = resolve_name(view, qname) if qname else None
     if holders is not None:
         return _name_answer(holders, qtype, policy, authoritative=False)
+    if view.ndots_set and qtype in (A, AAAA) and qname and "." not in qname:
+        return NDOTS_NODATA  # Docker's ndots rule (reference/docker-dns.md §3 step 4)
     if not view.may_forward:
         return NO_FORWARD_INTERNAL
     return FORWARD if policy.forwarding else NO_UPSTREAM

@@ -70,6 +70,9 @@ class ContainerInfo:
     endpoints: tuple[EndpointInfo, ...] = ()
     started_at: str = ""
     created_at: str = ""
+    # The container set an `ndots` resolver option (--dns-opt ndots:N): Docker then answers
+    # single-label A/AAAA misses with NOERROR/empty so the stub walks its search list.
+    ndots_set: bool = False
 
     @property
     def short_id(self) -> str:

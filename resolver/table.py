@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from ipaddress import IPv6Address
 
 from resolver.model import (
@@ -222,7 +223,8 @@ class NameTable:
                 links = {link.alias.lower(): link.target.lower() for link in ep.links}
                 entries.append((network, ViewEntry(records, links)))
         entries.sort(key=lambda pair: _endpoint_order(pair[0]))
-        return View(f"c:{container.id}", tuple(e for _, e in entries), may_forward)
+        return View(f"c:{container.id}", tuple(e for _, e in entries), may_forward,
+                    container.ndots_set)
 
     @staticmethod
     def _sorted_networks(networks: Iterable[NetworkInfo]) -> list[NetworkInfo]:
@@ -235,6 +237,5 @@ def _endpoint_order(network: NetworkInfo) -> tuple[bool, int, str]:
 
 
 def _with_endpoints(container: ContainerInfo, endpoints: tuple[EndpointInfo, ...]) -> ContainerInfo:
-    return ContainerInfo(container.id, container.name, container.hostname, endpoints,
-                         container.started_at, container.created_at)
+    return replace(container, endpoints=endpoints)
 

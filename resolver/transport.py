@@ -92,15 +92,15 @@ class TcpConnection(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TCP transport does not subclass asyncio.Transport either.
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self._source = str(peer[0]) if peer else ""
         shared = self._resolution
         if (shared.tcp_connections >= self._limits[0]
                 or shared.tcp_per_source.get(self._source, 0) >= self._limits[1]):
             log.warning("tcp connection from %s refused: connection cap", self._source)
-            transport.abort()
+            self._transport.abort()
             return
         shared.tcp_connections += 1
         shared.tcp_per_source[self._source] = shared.tcp_per_source.get(self._source, 0) + 1

@@ -70,6 +70,7 @@ class View:
     key: str
     entries: tuple[ViewEntry, ...]
     may_forward: bool = True
+    ndots_set: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,6 +155,20 @@ def test_every_answer_is_from_the_clients_networks() -> None:
                     assert set(got) <= allowed, (client.name, other.name)
 
 
+def test_ndots_option_keeps_single_label_misses_local() -> None:
+    from dataclasses import replace
+
+    ndots = replace(container("searcher", attach(ALPHA, 50)), ndots_set=True)
+    table = Topology([ALPHA], [WEB1, ndots]).table()
+    client = ip_of(ndots)
+    assert _answer(table, Case(client, "nosuch", "A", ()), Policy()) == "NODATA"
+    assert _answer(table, Case(client, "nosuch", "AAAA", ()), Policy()) == "NODATA"
+    assert _answer(table, Case(client, "nosuch", "MX", ()), Policy()) == "FORWARD"
+    assert _answer(table, Case(client, "no.such", "A", ()), Policy()) == "FORWARD"
+    assert _answer(table, Case(client, "web1", "A", ()), Policy()) == (ip_of(WEB1),)
+    assert _answer(table, Case(ip_of(WEB1), "nosuch", "A", ()), Policy()) == "FORWARD"
+
+
 def test_no_upstream_means_nxdomain() -> None:
     policy = Policy(forwarding=False)
     assert _answer(TOPOLOGY.table(), Case(W2, "nosuch.invalid", "A", ()), policy) == "NXDOMAIN"

@@ -15,6 +15,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 import pytest
+import uvloop
 
 from resolver.config import Config, Upstream
 from resolver.framing import TcpFramer
@@ -164,6 +165,22 @@ async def test_connection_cap_per_source(upstream: FakeUpstream) -> None:
             w.close()
     finally:
         await server.close()
+
+
+def test_the_same_over_uvloop() -> None:
+    """Production runs on uvloop, whose transports differ from asyncio's: replay the UDP, TCP
+    and forwarding scenarios there."""
+    async def scenarios() -> None:
+        fake = await FakeUpstream().start()
+        try:
+            await test_udp_and_tcp_local_answers(fake)
+            await test_tcp_pipelined_queries_answered_in_order(fake)
+            await test_forwarded_answer_is_relayed_with_the_clients_id(fake)
+            await test_connection_cap_per_source(fake)
+        finally:
+            fake.close()
+
+    uvloop.run(scenarios())
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -313,3 +313,14 @@ def test_engine_time(text: Any, expected: int | None) -> None:
 def test_since_param_is_seconds_dot_nanoseconds() -> None:
     assert since_param(1_795_875_101_480_998_611) == "1795875101.480998611"
     assert since_param(5_000_000_007) == "5.000000007"
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    (["ndots:2"], True), (["timeout:1", "ndots:0"], True), (["timeout:1"], False),
+    (None, False), ("ndots:2", False),
+])
+def test_ndots_option_is_read_from_host_config(options: Any, expected: bool) -> None:
+    raw = _with_networks({})
+    raw["HostConfig"] = {"DnsOptions": options}
+    info = container_from_inspect(raw)
+    assert info is not None and info.ndots_set is expected

@@ -90,7 +90,15 @@ def container_from_inspect(data: Any) -> ContainerInfo | None:
         endpoints=tuple(ep for ep in endpoints if ep is not None),
         started_at=_str(state, "StartedAt"),
         created_at=_str(data, "Created"),
+        ndots_set=_sets_ndots(_map(data, "HostConfig").get("DnsOptions")),
     )
+
+
+def _sets_ndots(options: Any) -> bool:
+    """`--dns-opt ndots:N` given for the container (HostConfig.DnsOptions)."""
+    if not isinstance(options, list):
+        return False
+    return any(isinstance(o, str) and o.strip().startswith("ndots:") for o in options)
 
 
 def _subnets(network: str, configs: Iterable[Any]) -> Iterable[IPNetwork]:
