@@ -14,7 +14,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +22,9 @@ from pathlib import Path
 
 DOCKER = "/usr/bin/docker"
 IMAGE = "scopedns-busybox:test"
-HOST_BUSYBOX = "/bin/busybox"
 LABEL = "scopedns-test"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FAKE_UPSTREAM = Path(__file__).resolve().with_name("fake_upstream.py")
+BUILD_IMAGE = Path(__file__).resolve().parents[1] / "setup" / "build-image.sh"
 DOCKER_DNS = "127.0.0.11"
 POLL_TIMEOUT = 5.0  # the server learns from events: answers may lag a command by a moment
 POLL_INTERVAL = 0.15
@@ -66,22 +64,12 @@ def engine_problem() -> str | None:
 
 
 def ensure_image() -> None:
-    """Build the busybox image with `docker import` from the host's static busybox."""
-    if docker("images", "-q", IMAGE):
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp, "rootfs")
-        (root / "bin").mkdir(parents=True)
-        shutil.copy2(HOST_BUSYBOX, root / "bin" / "busybox")
-        for applet in run([HOST_BUSYBOX, "--list"]).split():
-            if applet != "busybox" and "/" not in applet:
-                (root / "bin" / applet).symlink_to("busybox")
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        run_in = subprocess.run([DOCKER, "import", "-", IMAGE], stdin=tar.stdout, check=False,
-                                capture_output=True, text=True)
-        tar.wait()
-        if run_in.returncode != 0 or tar.returncode != 0:
-            raise CommandError(f"docker import failed: {run_in.stderr.strip()}")
+    """Build the busybox image (tests/setup/build-image.sh: `docker import` of a static busybox
+    rootfs) unless it exists."""
+    built = subprocess.run(["bash", os.fspath(BUILD_IMAGE)], capture_output=True, text=True,
+                           check=False, env={**os.environ, "DOCKER": DOCKER, "IMAGE": IMAGE})
+    if built.returncode != 0:
+        raise CommandError(f"building {IMAGE} failed: {built.stderr.strip()[-300:]}")
 
 
 # --- DNS queries -------------------------------------------------------------------------
@@ -312,7 +300,7 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 def fake_upstream_argv(log: Path, *listens: str) -> list[str]:
-    argv = [sys.executable, os.fspath(FAKE_UPSTREAM), "--log", os.fspath(log)]
+    argv = [sys.executable, "-m", "tests.integration.fake_upstream", "--log", os.fspath(log)]
     for listen in listens:
         argv += ["--listen", listen]
     return argv
