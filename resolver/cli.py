@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -87,6 +87,8 @@ def config_from_args(args: argparse.Namespace, resolv_conf: str = "/etc/resolv.c
     listen = tuple(parse_host_port(text, 53) for text in listen_texts)
     upstream_texts = args.upstream or _env("upstream", None) or []
     upstreams = tuple(Upstream(*parse_host_port(text, 53)) for text in upstream_texts)
+    for upstream in upstreams:
+        ip_address(upstream.host)  # a name would need resolving, perhaps through us: refuse
     if args.no_upstream:
         upstreams = ()
     elif not upstreams:

@@ -34,10 +34,15 @@ class Resolution:
             return self.handler.error_reply(query, RCODE_SERVFAIL, tcp)
         try:
             reply = await self.forwarder.forward(query, request.data, tcp)
+        except asyncio.CancelledError:
+            raise
         except ForwardRefused:
             log.warning("more than %d forwards in flight: REFUSED %s",
                         self.forwarder.in_flight, query.qname)
             return self.handler.error_reply(query, RCODE_REFUSED, tcp)
+        except Exception:
+            log.exception("forwarding %s failed unexpectedly", query.qname)
+            return self.handler.error_reply(query, RCODE_SERVFAIL, tcp)
         if reply is None:
             return self.handler.error_reply(query, RCODE_SERVFAIL, tcp)
         return reply
