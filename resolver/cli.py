@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="answer DNS queries from the engine's state")
     add = serve.add_argument
     add("--listen", action="append", metavar="ADDR:PORT",
-        help=f"UDP and TCP listen address, repeatable (default {DEFAULT_LISTEN[0]})")
+        help="UDP and TCP listen address, repeatable (default {}:{})".format(*DEFAULT_LISTEN))
     add("--docker", default=_env("docker", os.environ.get("DOCKER_HOST", DEFAULT_DOCKER)),
         help="engine URL (default DOCKER_HOST or %(default)s)")
     add("--upstream", action="append", metavar="HOST[:PORT]",
@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, resolv_conf: str = "/etc/resolv.conf") -> Config:
     """Raises ValueError with a one-line reason."""
-    listen_texts = args.listen or _env("listen", None) or list(DEFAULT_LISTEN)
-    listen = tuple(parse_host_port(text, 53) for text in listen_texts)
+    listen_texts = args.listen or _env("listen", None) or []
+    listen = tuple(parse_host_port(text, 53) for text in listen_texts) or (DEFAULT_LISTEN,)
     upstream_texts = args.upstream or _env("upstream", None) or []
     upstreams = tuple(Upstream(*parse_host_port(text, 53)) for text in upstream_texts)
     for upstream in upstreams:

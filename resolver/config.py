@@ -10,7 +10,7 @@ from resolver.model import IPNetwork
 from resolver.views import DEFAULT_HOST_VIEW_FROM
 
 # An unprivileged port on loopback: `make run` must start without root or a free port 53.
-DEFAULT_LISTEN = ("127.0.0.1:5353",)
+DEFAULT_LISTEN = ("127.0.0.1", 5353)
 DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 # 0: containers restart with new addresses and first-registered failover must be seen at once.
 DEFAULT_TTL = 0
@@ -47,7 +47,7 @@ class Upstream:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 5353),)
+    listen: tuple[tuple[str, int], ...] = (DEFAULT_LISTEN,)
     docker: str = DEFAULT_DOCKER
     upstreams: tuple[Upstream, ...] = ()
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT

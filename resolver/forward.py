@@ -11,14 +11,14 @@ import struct
 import time
 from collections.abc import Sequence
 
+from dns.rcode import REFUSED, SERVFAIL
+
 from resolver.config import Upstream
 from resolver.wire import HEADER, QR, Query
 
 log = logging.getLogger(__name__)
 
-RCODE_SERVFAIL = 2
-RCODE_REFUSED = 5
-_TRY_NEXT = frozenset({RCODE_SERVFAIL, RCODE_REFUSED})
+_TRY_NEXT = frozenset({SERVFAIL, REFUSED})
 
 
 class ForwardRefused(Exception):

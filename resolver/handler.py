@@ -8,14 +8,13 @@ import logging
 from dataclasses import dataclass
 from ipaddress import ip_address
 
-from dns.rcode import SERVFAIL
+from dns.rcode import BADVERS, SERVFAIL
 
 from resolver.answer import FORWARD, LocalAnswer, Policy, decide
 from resolver.slowpath import ParsedSlow, parse_with_dnspython, render_with_dnspython
 from resolver.table import NameTable
 from resolver.views import View
 from resolver.wire import (
-    RCODE_BADVERS,
     SLOW,
     TCP_MAX_SIZE,
     Query,
@@ -89,7 +88,7 @@ class Handler:
         assert isinstance(parsed, Query)
         max_size = TCP_MAX_SIZE if tcp else parsed.max_udp_size()
         if parsed.edns is not None and parsed.edns.version > 0:
-            return render(parsed, RCODE_BADVERS, (), max_size)
+            return render(parsed, BADVERS, (), max_size)
         prepared = self._prepare(source, parsed.qname, parsed.qtype)
         if prepared is None:
             return Forward(parsed, data)
@@ -108,7 +107,7 @@ class Handler:
             return parsed.reply
         query = parsed.query
         if query.edns is not None and query.edns.version > 0:
-            return render(query, RCODE_BADVERS, (), TCP_MAX_SIZE if tcp else query.max_udp_size())
+            return render(query, BADVERS, (), TCP_MAX_SIZE if tcp else query.max_udp_size())
         prepared = self._prepare(source, query.qname, query.qtype)
         if prepared is None:
             return Forward(query, data)

@@ -11,11 +11,11 @@ import dns.message
 import dns.name
 import dns.rcode
 import dns.rrset
+from dns.rcode import FORMERR
 
 from resolver.answer import LocalAnswer
 from resolver.config import EDNS_PAYLOAD
 from resolver.wire import (
-    RCODE_FORMERR,
     TCP_MAX_SIZE,
     UDP_DEFAULT_SIZE,
     Edns,
@@ -70,10 +70,10 @@ def _formerr(data: bytes) -> bytes:
     try:
         salvaged = dns.message.from_wire(data, question_only=True)
     except Exception:
-        return reject_header(qid, flags, RCODE_FORMERR)
+        return reject_header(qid, flags, FORMERR)
     if len(salvaged.question) != 1:
-        return reject_header(qid, flags, RCODE_FORMERR)
-    response = _response(salvaged, RCODE_FORMERR, authoritative=False)
+        return reject_header(qid, flags, FORMERR)
+    response = _response(salvaged, FORMERR, authoritative=False)
     return response.to_wire(max_size=UDP_DEFAULT_SIZE, prefer_truncation=True)
 
 

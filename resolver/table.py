@@ -7,7 +7,6 @@
 # derived from it per source address; callers cache them until the next change (on_change).
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from ipaddress import IPv6Address
@@ -20,8 +19,6 @@ from resolver.model import (
     NetworkInfo,
 )
 from resolver.views import Holder, HostViewPolicy, NetworkRecords, View, ViewEntry
-
-log = logging.getLogger(__name__)
 
 RegistrationKey = tuple[str, str, str]  # (container id, network id, lower-cased name)
 

@@ -8,14 +8,13 @@ import logging
 from collections import deque
 from typing import Any, cast
 
+from dns.rcode import REFUSED, SERVFAIL
+
 from resolver.forward import Forwarder, ForwardRefused
 from resolver.framing import TcpFramer, frame
 from resolver.handler import Forward, Handler, Outcome
 
 log = logging.getLogger(__name__)
-
-RCODE_SERVFAIL = 2
-RCODE_REFUSED = 5
 
 
 class Resolution:
@@ -31,7 +30,7 @@ class Resolution:
     async def forward(self, request: Forward, tcp: bool) -> bytes:
         query = request.query
         if self.forwarder is None:
-            return self.handler.error_reply(query, RCODE_SERVFAIL, tcp)
+            return self.handler.error_reply(query, SERVFAIL, tcp)
         try:
             reply = await self.forwarder.forward(query, request.data, tcp)
         except asyncio.CancelledError:
@@ -39,12 +38,12 @@ class Resolution:
         except ForwardRefused:
             log.warning("more than %d forwards in flight: REFUSED %s",
                         self.forwarder.in_flight, query.qname)
-            return self.handler.error_reply(query, RCODE_REFUSED, tcp)
+            return self.handler.error_reply(query, REFUSED, tcp)
         except Exception:
             log.exception("forwarding %s failed unexpectedly", query.qname)
-            return self.handler.error_reply(query, RCODE_SERVFAIL, tcp)
+            return self.handler.error_reply(query, SERVFAIL, tcp)
         if reply is None:
-            return self.handler.error_reply(query, RCODE_SERVFAIL, tcp)
+            return self.handler.error_reply(query, SERVFAIL, tcp)
         return reply
 
     def spawn(self, task: asyncio.Task[Any]) -> None:

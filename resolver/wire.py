@@ -13,6 +13,7 @@ from typing import Final
 
 import dns.name
 import dns.rdata
+from dns.rcode import FORMERR, NOTIMP
 
 from resolver.config import EDNS_PAYLOAD
 
@@ -26,9 +27,6 @@ RA: Final = 0x0080
 CD: Final = 0x0010
 OPCODE_QUERY: Final = 0
 OPCODE_NOTIFY: Final = 4
-RCODE_FORMERR: Final = 1
-RCODE_NOTIMP: Final = 4
-RCODE_BADVERS: Final = 16
 EDNS_DO: Final = 0x8000
 OPT_TYPE: Final = 41
 CLASS_IN: Final = 1
@@ -99,9 +97,9 @@ def accept(data: bytes) -> Reject | None:
         return DROP
     opcode = (flags & OPCODE_MASK) >> 11
     if opcode not in (OPCODE_QUERY, OPCODE_NOTIFY):
-        return Reject(reject_header(qid, flags, RCODE_NOTIMP))
+        return Reject(reject_header(qid, flags, NOTIMP))
     if qd != 1 or an > 1 or ns > 1 or ar > 2:
-        return Reject(reject_header(qid, flags, RCODE_FORMERR))
+        return Reject(reject_header(qid, flags, FORMERR))
     return None
 
 
@@ -113,7 +111,7 @@ def parse_query(data: bytes) -> Query | Reject | _Slow:
     qid, flags, _, an, ns, ar = HEADER.unpack_from(data)
     end = _name_end(data, 12)
     if end is None or end + 4 > len(data):
-        return Reject(reject_header(qid, flags, RCODE_FORMERR))
+        return Reject(reject_header(qid, flags, FORMERR))
     question = data[12 : end + 4]
     qtype = _TYPE_CLASS.unpack_from(data, end)[0]
     rest = end + 4
