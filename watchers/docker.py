@@ -113,8 +113,13 @@ class DockerWatcher:
                 return
             if self._synced_this_cycle:
                 delay = self._backoff_initial
-            log.warning("docker: %s; serving the last known table, reconnecting in %.1fs",
-                        reason, delay)
+            if self._table.synced:
+                log.warning("docker: %s; serving the last known table, reconnecting in %.1fs",
+                            reason, delay)
+            else:
+                log.warning("docker: cannot reach the engine at %s (%s); answering SERVFAIL "
+                            "until it can, retrying in %.1fs; point --docker or DOCKER_HOST "
+                            "elsewhere if it lives elsewhere", self._url, reason, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)  # close() cuts the wait short
             delay = min(delay * 2, self._backoff_max)
