@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from ipaddress import IPv4Address, IPv6Address, ip_network
-from typing import Any
+from typing import Any, TypeVar
 
 from resolver.model import (
     PREDEFINED_NETWORKS,
@@ -23,6 +23,7 @@ from resolver.model import (
     NetworkInfo,
 )
 
+_Address = TypeVar("_Address", IPv4Address, IPv6Address)
 log = logging.getLogger(__name__)
 
 # Container actions after which its running state, name or endpoints may differ: re-inspect.
@@ -126,30 +127,21 @@ def _endpoint(container: str, network: str, data: Any) -> EndpointInfo | None:
         return None
     return EndpointInfo(
         network_id=_str(data, "NetworkID"),
-        ipv4=_ipv4(container, data.get("IPAddress")),
-        ipv6=_ipv6(container, data.get("GlobalIPv6Address")),
+        ipv4=_address(container, data.get("IPAddress"), IPv4Address),
+        ipv6=_address(container, data.get("GlobalIPv6Address"), IPv6Address),
         aliases=_aliases(data.get("Aliases"), data.get("DNSNames")),
         links=tuple(_links(container, data.get("Links"))),
     )
 
 
-def _ipv4(container: str, text: Any) -> IPv4Address | None:
+def _address(container: str, text: Any, family: type[_Address]) -> _Address | None:
+    """`family(text)` for a non-empty string, else None; a bad one is logged and skipped."""
     if not isinstance(text, str) or not text:
         return None
     try:
-        return IPv4Address(text)
+        return family(text)
     except ValueError:
-        log.debug("container %s: bad IPv4 address %r skipped", container, text)
-        return None
-
-
-def _ipv6(container: str, text: Any) -> IPv6Address | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return IPv6Address(text)
-    except ValueError:
-        log.debug("container %s: bad IPv6 address %r skipped", container, text)
+        log.debug("container %s: bad %s %r skipped", container, family.__name__, text)
         return None
 
 
