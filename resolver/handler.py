@@ -87,7 +87,7 @@ class Handler:
             return self._handle_slow(data, source, tcp)
         assert isinstance(parsed, Query)
         max_size = TCP_MAX_SIZE if tcp else parsed.max_udp_size()
-        if parsed.edns is not None and parsed.edns.version > 0:
+        if _unsupported_edns(parsed):
             return render(parsed, BADVERS, (), max_size)
         prepared = self._prepare(source, parsed.qname, parsed.qtype)
         if prepared is None:
@@ -106,17 +106,12 @@ class Handler:
         if isinstance(parsed, Reject):
             return parsed.reply
         query = parsed.query
-        if query.edns is not None and query.edns.version > 0:
+        if _unsupported_edns(query):
             return render(query, BADVERS, (), TCP_MAX_SIZE if tcp else query.max_udp_size())
         prepared = self._prepare(source, query.qname, query.qtype)
         if prepared is None:
             return Forward(query, data)
         return render_with_dnspython(parsed, prepared.answer, tcp)
-
-    def answer_for(self, source: str, qname: str, qtype: int) -> LocalAnswer | None:
-        """The local answer (None: forward) a source gets; for tests and tools."""
-        prepared = self._prepare(source, qname, qtype)
-        return None if prepared is None else prepared.answer
 
     def render_slow(self, parsed: ParsedSlow, source: str, tcp: bool) -> bytes | None:
         """The dnspython rendering of the same answer the fast path gives (for tests)."""
@@ -161,3 +156,8 @@ class Handler:
     def _forget(self) -> None:
         self._views.clear()
         self._answers.clear()
+
+
+def _unsupported_edns(query: Query) -> bool:
+    """EDNS above version 0 gets BADVERS (RFC 6891 §6.1.3)."""
+    return query.edns is not None and query.edns.version > 0

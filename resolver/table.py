@@ -99,7 +99,7 @@ class NameTable:
         for cid, container in list(self._containers.items()):
             kept = tuple(e for e in container.endpoints if e.network_id != network_id)
             if len(kept) != len(container.endpoints):
-                self._containers[cid] = _with_endpoints(container, kept)
+                self._containers[cid] = replace(container, endpoints=kept)
         self._registered = {k: v for k, v in self._registered.items() if k[1] != network_id}
         self._members.pop(network_id, None)
         self._records.pop(network_id, None)
@@ -231,8 +231,3 @@ class NameTable:
 def _endpoint_order(network: NetworkInfo) -> tuple[bool, int, str]:
     """Docker's Endpoint.Less: internal last, more gateway families first, then by name."""
     return (network.internal, -network.gateway_families, network.name)
-
-
-def _with_endpoints(container: ContainerInfo, endpoints: tuple[EndpointInfo, ...]) -> ContainerInfo:
-    return replace(container, endpoints=endpoints)
-
