@@ -13,7 +13,9 @@ from resolver.config import Config
 from resolver.forward import Forwarder
 from resolver.handler import Handler
 from resolver.table import NameTable
-from resolver.transport import Resolution, TcpConnection, UdpListener
+from resolver.tcp import TcpConnection
+from resolver.transport import Resolution
+from resolver.udp import UdpListener
 from resolver.views import HostViewPolicy
 
 log = logging.getLogger(__name__)
