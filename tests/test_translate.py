@@ -17,6 +17,7 @@ from watchers.translate import (
     EventKind,
     classify_event,
     container_from_inspect,
+    effective_kind,
     engine_time_nano,
     event_time_nano,
     network_from_inspect,
@@ -324,3 +325,20 @@ def test_ndots_option_is_read_from_host_config(options: Any, expected: bool) -> 
     raw["HostConfig"] = {"DnsOptions": options}
     info = container_from_inspect(raw)
     assert info is not None and info.ndots_set is expected
+
+
+# A stale event (replayed after a reconnect, duplicated, or out of order) must never remove on
+# its own word: a "die" replayed after the container started again would drop a live name.
+@pytest.mark.parametrize(("kind", "when", "expected"), [
+    (EventKind.REMOVE_CONTAINER, 100, EventKind.REFRESH_CONTAINER),
+    (EventKind.LEAVE_NETWORK, 100, EventKind.REFRESH_CONTAINER),
+    (EventKind.REMOVE_NETWORK, 100, EventKind.REFRESH_NETWORK),
+    (EventKind.REFRESH_CONTAINER, 100, EventKind.REFRESH_CONTAINER),
+    (EventKind.REMOVE_CONTAINER, 200, EventKind.REMOVE_CONTAINER),  # as new as the newest
+    (EventKind.REMOVE_CONTAINER, 300, EventKind.REMOVE_CONTAINER),  # live
+    (EventKind.REMOVE_NETWORK, None, EventKind.REMOVE_NETWORK),  # no time: taken as live
+])
+def test_stale_events_only_cause_reinspection(
+        kind: EventKind, when: int | None, expected: EventKind) -> None:
+    action = EventAction(kind, "c1", "n1", when)
+    assert effective_kind(action, fresh_from=200) is expected

@@ -5,136 +5,28 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import secrets
-import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
-from resolver.model import NetworkInfo
 from resolver.table import NameTable
+from tests.conftest import WatcherFactory
+from tests.docker_engine import (
+    Engine,
+    SocketProxy,
+    eventually,
+    holders,
+    network_named,
+    require_engine,
+)
 from watchers.docker import DockerWatcher
 
 pytestmark = pytest.mark.docker
 
-DOCKER = "/usr/bin/docker"
-IMAGE = "scopedns-busybox:test"
-SOCKET = "/var/run/docker.sock"
-URL = f"unix://{SOCKET}"
-WAIT = 5.0  # seconds a change may take to reach the table
-
 
 @pytest.fixture(scope="module", autouse=True)
 def engine() -> None:
-    try:
-        subprocess.run([DOCKER, "version", "--format", "{{.Server.Version}}"], check=True,
-                       capture_output=True, timeout=15)
-        subprocess.run([DOCKER, "image", "inspect", IMAGE], check=True, capture_output=True,
-                       timeout=15)
-    except (OSError, subprocess.SubprocessError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no Docker engine or no {IMAGE} image on CI: {exc}")
-        pytest.skip(f"no Docker engine or no {IMAGE} image: {exc}")
-
-
-class Engine:
-    """Runs the docker CLI without blocking the loop; remembers what it made, to remove it."""
-
-    def __init__(self) -> None:
-        self.prefix = f"sdt{secrets.token_hex(3)}"
-        self.containers: list[str] = []
-        self.networks: list[str] = []
-
-    async def docker(self, *args: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            DOCKER, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)}: {err.decode().strip()}")
-        return out.decode().strip()
-
-    async def network(self, name: str, *args: str) -> str:
-        full = f"{self.prefix}-{name}"
-        self.networks.append(full)
-        return await self.docker("network", "create", *args, full)
-
-    async def run(self, name: str, *args: str) -> str:
-        full = f"{self.prefix}-{name}"
-        self.containers.append(full)
-        return await self.docker("run", "-d", "--name", full, "--dns", "127.0.0.1", *args,
-                                 IMAGE, "sleep", "600")
-
-    async def ip(self, container: str, network: str) -> IPv4Address:
-        text = await self.docker("inspect", "-f",
-                                 f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
-                                 container)
-        return IPv4Address(text)
-
-    async def cleanup(self) -> None:
-        for container in self.containers:
-            with contextlib.suppress(AssertionError):
-                await self.docker("rm", "-f", "-v", container)
-        for network in self.networks:
-            with contextlib.suppress(AssertionError):
-                await self.docker("network", "rm", network)
-
-
-@pytest.fixture
-async def engine_cli() -> AsyncIterator[Engine]:
-    made = Engine()
-    try:
-        yield made
-    finally:
-        await made.cleanup()
-
-
-WatcherFactory = Callable[..., Awaitable[NameTable]]
-
-
-@pytest.fixture
-async def start_watcher() -> AsyncIterator[WatcherFactory]:
-    running: list[tuple[DockerWatcher, asyncio.Task[None]]] = []
-
-    async def start(url: str = URL, backoff_initial: float = 0.5,
-                    backoff_max: float = 30.0) -> NameTable:
-        table = NameTable()
-        watcher = DockerWatcher(table, url, backoff_initial=backoff_initial,
-                                backoff_max=backoff_max)
-        running.append((watcher, asyncio.create_task(watcher.run())))
-        await eventually(lambda: table.synced, "the first sync")
-        return table
-
-    yield start
-    for watcher, task in running:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        assert task.cancelled(), "run() must end only by cancellation"
-        await watcher.close()
-
-
-async def eventually(check: Callable[[], object], what: str, timeout: float = WAIT) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
-
-
-def network_named(table: NameTable, name: str) -> NetworkInfo | None:
-    return next((n for n in table.networks if n.name == name), None)
-
-
-def holders(table: NameTable, network: str, name: str) -> list[tuple[str, IPv4Address | None]]:
-    """(container name, IPv4) of each holder of `name` on the network called `network`."""
-    info = network_named(table, network)
-    records = table.records(info.id) if info else None
-    found = records.holders.get(name.lower(), ()) if records else ()
-    return [(h.primary_name, h.ipv4) for h in found]
+    require_engine()
 
 
 # ----- tests ---------------------------------------------------------------------------------
@@ -280,54 +172,6 @@ async def test_default_bridge_container_is_known_without_names(
 
 
 # ----- losing the engine ---------------------------------------------------------------------
-
-class SocketProxy:
-    """A unix-socket relay to the engine that can be cut and restored, like an engine restart."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def up(self) -> None:
-        self._server = await asyncio.start_unix_server(self._relay, path=str(self.path))
-
-    async def down(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.close()
-        self._writers.clear()
-        self.path.unlink(missing_ok=True)
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_unix_connection(SOCKET)
-        self._writers |= {writer, up_writer}
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer),
-                             return_exceptions=True)
-        self._writers -= {writer, up_writer}
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.close()
-
-
-@pytest.fixture
-def proxy_path() -> Iterator[Path]:
-    # A short path: unix socket paths are limited to ~107 bytes.
-    directory = Path(f"/tmp/sdt-{secrets.token_hex(4)}")
-    directory.mkdir()
-    yield directory / "docker.sock"
-    for child in directory.iterdir():
-        child.unlink()
-    directory.rmdir()
-
 
 async def test_engine_loss_keeps_table_then_resyncs(
     engine_cli: Engine, start_watcher: WatcherFactory, proxy_path: Path

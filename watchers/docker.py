@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -22,13 +22,14 @@ import aiohttp
 from aiodocker.exceptions import DockerError
 from aiodocker.networks import DockerNetwork
 
-from resolver.model import ContainerInfo, EngineState
+from resolver.model import EngineState
 from resolver.table import NameTable
 from watchers.translate import (
     EventAction,
     EventKind,
     classify_event,
     container_from_inspect,
+    effective_kind,
     engine_time_nano,
     network_from_inspect,
     since_param,
@@ -50,6 +51,10 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
 # aiodocker's status for "could not reach the engine" (a connection error, not an HTTP status).
 _UNREACHABLE = 900
 _EVENT_FILTERS = {"type": ["container", "network"]}
+# After a reconnect, the engine replays missed events at once: this long without one means done.
+REPLAY_QUIET = 0.5
+# A full reconcile this often, in case an event was missed (none should be); 0 turns it off.
+DEFAULT_RESYNC_INTERVAL = 300.0
 
 # What reaching the engine can fail with: aiodocker's errors, aiohttp's, sockets, timeouts.
 ENGINE_ERRORS: tuple[type[BaseException], ...] = (
@@ -80,6 +85,7 @@ class DockerWatcher:
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
         concurrency: int = INSPECT_CONCURRENCY,
+        resync_interval: float = DEFAULT_RESYNC_INTERVAL,
     ) -> None:
         self._table = table
         self._url = url
@@ -89,7 +95,10 @@ class DockerWatcher:
         self._docker: Any = None
         self._closed = False
         self._wake = asyncio.Event()
-        self._last_event_ns: int | None = None
+        self._last_event_ns: int | None = None  # the newest event applied: replay from here
+        self._fresh_from = 0  # events stamped before this are stale (see _apply)
+        self._resync_interval = resync_interval if resync_interval > 0 else None
+        self.reconciles = 0  # full listings applied (first sync included)
         self._synced_this_cycle = False
 
     async def run(self) -> None:
@@ -137,73 +146,84 @@ class DockerWatcher:
     async def _cycle(self) -> None:
         docker: Any = aiodocker.Docker(url=self._url, timeout=REQUEST_TIMEOUT)
         self._docker = docker
+        events: _EventStream | None = None
         try:
-            since = self._last_event_ns or engine_time_nano(
-                (await docker.system.info()).get("SystemTime"))
+            now = await _engine_now(docker)
+            replay_from = self._last_event_ns
+            since = replay_from or now
             params: dict[str, Any] = {"filters": _EVENT_FILTERS}
             if since is not None:
                 # Events from `since` on are replayed, so none is lost between this subscription
                 # reaching the engine and the listing below.
                 params["since"] = since_param(since)
-            subscriber = docker.events.subscribe(**params)
-            state = await self._full_state(docker)
-            self._table.replace_all(state)
+            events = _EventStream(docker, docker.events.subscribe(**params))
+            held = None
+            if replay_from is not None and now is not None:
+                held = await self._replay(docker, events, now)
+            await self._reconcile(docker, now)
             self._synced_this_cycle = True
-            log.info("docker: synced %d networks, %d running containers",
-                     len(state.networks), len(state.containers))
-            await self._consume(docker, subscriber)
+            await self._consume(docker, events, held)
         finally:
+            if events is not None:
+                events.close()
             if self._docker is docker:
                 self._docker = None
             await _close_quietly(docker)
 
+    async def _replay(self, docker: Any, events: _EventStream,
+                      until_ns: int) -> EventAction | None:
+        """Apply, in order, the events missed while disconnected (those stamped before `until_ns`),
+        so that endpoints that joined meanwhile keep the order they joined in; the reconcile that
+        follows catches anything else. Returns the first newer event, held for after it."""
+        replayed = 0
+        while True:
+            action = await events.next(REPLAY_QUIET)
+            if action is None or action.time_nano is None or action.time_nano >= until_ns:
+                log.info("docker: replayed %d missed events", replayed)
+                return action
+            await self._apply(docker, action)
+            replayed += 1
+
+    async def _reconcile(self, docker: Any, listed_at: int | None) -> None:
+        """Make the table equal to a full listing: add what is new, drop what vanished, update
+        what changed. Events stamped before `listed_at` are reflected in it: from now on they
+        are only re-inspected, never taken as removals (they may be stale)."""
+        state = await self._full_state(docker)
+        before = {c.id: c for c in self._table.containers}
+        after = {c.id: c for c in state.containers}
+        added = len(after.keys() - before.keys())
+        removed = len(before.keys() - after.keys())
+        changed = sum(1 for cid in after.keys() & before.keys() if after[cid] != before[cid])
+        self._table.replace_all(state)
+        if listed_at is not None:
+            self._fresh_from = max(self._fresh_from, listed_at)
+        self.reconciles += 1
+        log.info("docker: synced %d networks, %d running containers (%d added, %d removed, "
+                 "%d changed)", len(state.networks), len(state.containers), added, removed, changed)
+
     async def _full_state(self, docker: Any) -> EngineState:
-        raw_networks = await docker.networks.list()
-        networks = tuple(n for n in map(network_from_inspect, raw_networks or ()) if n)
-        listed = await docker.containers.list()
-        ids = [str(c.id) for c in listed or ()]
-        return EngineState(networks, await self._inspect_all(docker, ids))
-
-    async def _inspect_all(self, docker: Any, ids: Sequence[str]) -> tuple[ContainerInfo, ...]:
-        """Inspect `ids`, `self._concurrency` at a time; vanished or unreadable ones are skipped."""
-        found: list[ContainerInfo] = []
-        pending = iter(ids)
-        done = 0
-
-        async def worker() -> None:
-            nonlocal done
-            for cid in pending:
-                data = await _inspect(docker.containers.container(cid).show(), f"container {cid}")
-                info = None if isinstance(data, _Lookup) else container_from_inspect(data)
-                if info is not None:
-                    found.append(info)
-                done += 1
-                if done % PROGRESS_EVERY == 0:
-                    log.info("docker: inspected %d/%d containers", done, len(ids))
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(self._concurrency, len(ids))):
-                    group.create_task(worker())
-        except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None
-        return tuple(found)
+        listing = await list_engine(docker, self._concurrency)
+        networks = tuple(n for n in map(network_from_inspect, listing.networks) if n)
+        containers = tuple(c for c in map(container_from_inspect, listing.containers) if c)
+        return EngineState(networks, containers)
 
     # ----- events ----------------------------------------------------------------------------
 
-    async def _consume(self, docker: Any, subscriber: Any) -> None:
+    async def _consume(self, docker: Any, events: _EventStream,
+                       held: EventAction | None) -> None:
+        """Apply events one by one; after `resync_interval` seconds without one, reconcile."""
+        if held is not None:
+            await self._apply(docker, held)
         while True:
-            event = await subscriber.get()
-            if event is None:
-                _raise_stream_failure(docker)
-                raise StreamEnded("event stream ended")
-            action = classify_event(event)
-            await self._apply(docker, action)
-            if action.time_nano is not None:
-                self._last_event_ns = max(self._last_event_ns or 0, action.time_nano)
+            action = await events.next(self._resync_interval)
+            if action is None:
+                await self._reconcile(docker, await _engine_now(docker))
+            else:
+                await self._apply(docker, action)
 
     async def _apply(self, docker: Any, action: EventAction) -> None:
-        kind = action.kind
+        kind = effective_kind(action, self._fresh_from)
+        when = action.time_nano
         if kind is EventKind.REFRESH_CONTAINER:
             await self._refresh_container(docker, action.container_id)
         elif kind is EventKind.LEAVE_NETWORK:
@@ -214,6 +234,9 @@ class DockerWatcher:
             await self._refresh_network(docker, action.network_id)
         elif kind is EventKind.REMOVE_NETWORK:
             self._table.remove_network(action.network_id)
+        if when is not None:
+            self._last_event_ns = max(self._last_event_ns or 0, when)
+            self._fresh_from = max(self._fresh_from, when)
 
     async def _refresh_container(self, docker: Any, cid: str, left: str = "") -> None:
         """Make the table's copy of `cid` what the engine says now, except for an endpoint on
@@ -248,6 +271,84 @@ class DockerWatcher:
             self._table.remove_network(nid)
         else:
             self._table.upsert_network(network)
+
+
+class _EventStream:
+    """The engine's event stream, read with timeouts that never lose an event: a read still in
+    flight when the timeout strikes is kept for the next call."""
+
+    def __init__(self, docker: Any, subscriber: Any) -> None:
+        self._docker = docker
+        self._subscriber = subscriber
+        self._reading: asyncio.Future[Any] | None = None
+
+    async def next(self, timeout: float | None) -> EventAction | None:
+        """The next event's action, or None after `timeout` seconds without one."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._subscriber.get())
+        done, _ = await asyncio.wait({self._reading}, timeout=timeout)
+        if not done:
+            return None
+        event, self._reading = self._reading.result(), None
+        if event is None:
+            _raise_stream_failure(self._docker)
+            raise StreamEnded("event stream ended")
+        return classify_event(event)
+
+    def close(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineListing:
+    """The engine's raw JSON: `GET /networks` entries and the inspect of each running container
+    (a full sync translates it; `scopedns snapshot` writes it as is)."""
+
+    networks: tuple[Mapping[str, Any], ...]
+    containers: tuple[Mapping[str, Any], ...]
+
+
+async def list_engine(docker: Any, concurrency: int = INSPECT_CONCURRENCY) -> EngineListing:
+    """List every network and inspect every running container, `concurrency` at a time;
+    containers that vanish meanwhile or cannot be read are left out."""
+    raw_networks = await docker.networks.list()
+    networks = tuple(n for n in raw_networks or () if isinstance(n, Mapping))
+    listed = await docker.containers.list()
+    ids = [str(c.id) for c in listed or ()]
+    return EngineListing(networks, await _inspect_all(docker, ids, max(1, concurrency)))
+
+
+async def _inspect_all(docker: Any, ids: Sequence[str],
+                       concurrency: int) -> tuple[Mapping[str, Any], ...]:
+    found: list[Mapping[str, Any]] = []
+    pending = iter(ids)
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        for cid in pending:
+            data = await _inspect(docker.containers.container(cid).show(), f"container {cid}")
+            if not isinstance(data, _Lookup):
+                found.append(data)
+            done += 1
+            if done % PROGRESS_EVERY == 0:
+                log.info("docker: inspected %d/%d containers", done, len(ids))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, len(ids))):
+                group.create_task(worker())
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return tuple(found)
+
+
+async def _engine_now(docker: Any) -> int | None:
+    """The engine's clock (events are stamped with it, not ours)."""
+    info = await docker.system.info()
+    return engine_time_nano(info.get("SystemTime") if isinstance(info, Mapping) else None)
 
 
 async def _inspect(call: Awaitable[Any], what: str) -> Mapping[str, Any] | _Lookup:

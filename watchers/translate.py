@@ -231,6 +231,23 @@ def classify_event(event: Any) -> EventAction:
     return EventAction(EventKind.IGNORE, time_nano=when)
 
 
+# What a stale event may still do: it cannot remove on its own word, only make us ask the engine.
+_STALE_KIND = {
+    EventKind.REMOVE_CONTAINER: EventKind.REFRESH_CONTAINER,
+    EventKind.LEAVE_NETWORK: EventKind.REFRESH_CONTAINER,
+    EventKind.REMOVE_NETWORK: EventKind.REFRESH_NETWORK,
+}
+
+
+def effective_kind(action: EventAction, fresh_from: int) -> EventKind:
+    """What to do for `action` when every event stamped before `fresh_from` (the newest event
+    applied, or the last full listing) is stale: replayed, duplicated or out of order. A stale
+    removal becomes a re-inspection, so only what the engine says now counts."""
+    if action.time_nano is not None and action.time_nano < fresh_from:
+        return _STALE_KIND.get(action.kind, action.kind)
+    return action.kind
+
+
 def event_time_nano(event: Mapping[str, Any]) -> int | None:
     """timeNano, else `time` in seconds (an int in the engine's JSON, a datetime once aiodocker
     has converted it)."""
