@@ -36,11 +36,11 @@ WatcherFactory = Callable[..., Awaitable[NameTable]]
 async def start_watcher() -> AsyncIterator[WatcherFactory]:
     running: list[tuple[DockerWatcher, asyncio.Task[None]]] = []
 
-    async def start(url: str = URL, backoff_initial: float = 0.5,
-                    backoff_max: float = 30.0) -> NameTable:
+    async def start(url: str = URL, backoff_initial: float = 0.5, backoff_max: float = 30.0,
+                    resync_interval: float = 0.0) -> NameTable:
         table = NameTable()
         watcher = DockerWatcher(table, url, backoff_initial=backoff_initial,
-                                backoff_max=backoff_max)
+                                backoff_max=backoff_max, resync_interval=resync_interval)
         running.append((watcher, asyncio.create_task(watcher.run())))
         await eventually(lambda: table.synced, "the first sync")
         return table

@@ -211,15 +211,20 @@ class DockerWatcher:
 
     async def _consume(self, docker: Any, events: _EventStream,
                        held: EventAction | None) -> None:
-        """Apply events one by one; after `resync_interval` seconds without one, reconcile."""
+        """Apply events one by one, and reconcile every `resync_interval` seconds, however busy
+        the stream is."""
         if held is not None:
             await self._apply(docker, held)
+        loop = asyncio.get_running_loop()
+        interval = self._resync_interval
+        due = None if interval is None else loop.time() + interval
         while True:
-            action = await events.next(self._resync_interval)
-            if action is None:
-                await self._reconcile(docker, await _engine_now(docker))
-            else:
+            action = await events.next(None if due is None else max(0.0, due - loop.time()))
+            if action is not None:
                 await self._apply(docker, action)
+            elif interval is not None:
+                await self._reconcile(docker, await _engine_now(docker))
+                due = loop.time() + interval
 
     async def _apply(self, docker: Any, action: EventAction) -> None:
         kind = effective_kind(action, self._fresh_from)
