@@ -23,9 +23,14 @@ MAX_UPSTREAMS = 3  # Docker's maxExtDNS and resolv.conf's MAXNS
 # RFC 6891 §6.2.5 and DNS flag day 2020: a payload size that avoids IP fragmentation.
 EDNS_PAYLOAD = 1232
 # TCP: Docker waits 2 s for the first query and 8 s between queries; we use one idle limit.
+# A full reconcile with the engine this often (seconds), besides the one after every reconnect:
+# events are reliable, so this only bounds the damage of one that was missed. 0: never.
+DEFAULT_RESYNC_INTERVAL = 300.0
 DEFAULT_TCP_IDLE = 8.0
 DEFAULT_TCP_MAX_CONNECTIONS = 1024
 DEFAULT_TCP_MAX_PER_SOURCE = 64
+# Queries per second per source before REFUSED (resolver/ratelimit.py); 0: no limit, as Docker.
+DEFAULT_RATE_LIMIT = 0.0
 
 
 class AliasOrder(StrEnum):
@@ -49,6 +54,7 @@ class Upstream:
 class Config:
     listen: tuple[tuple[str, int], ...] = (DEFAULT_LISTEN,)
     docker: str = DEFAULT_DOCKER
+    resync_interval: float = DEFAULT_RESYNC_INTERVAL
     upstreams: tuple[Upstream, ...] = ()
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
     upstream_budget: float = DEFAULT_UPSTREAM_BUDGET
@@ -63,6 +69,8 @@ class Config:
     tcp_idle: float = DEFAULT_TCP_IDLE
     tcp_max_connections: int = DEFAULT_TCP_MAX_CONNECTIONS
     tcp_max_per_source: int = DEFAULT_TCP_MAX_PER_SOURCE
+    rate_limit: float = DEFAULT_RATE_LIMIT
+    rate_limit_burst: float = 0.0  # 0: one second's worth (rate_limit)
 
 
 def parse_host_port(text: str, default_port: int) -> tuple[str, int]:

@@ -1,7 +1,9 @@
 # Forwarding to upstream servers (SPEC §6): same transport as the client, a fresh random ID
-# and source port per try, replies checked against ID and question, failover on SERVFAIL,
-# REFUSED or timeout within a total budget, and a cap on forwards in flight. The only module
-# that opens client sockets.
+# and source port per try, replies checked against source, ID and question (anything else is
+# dropped as spoofing), failover on SERVFAIL, REFUSED, timeout or a dead port within a total
+# budget, a cap on forwards in flight, and UDP replies cut to the client's size (whole
+# answer records that fit, TC set: RFC 1035 §4.2.1, RFC 6891 §7). The only module that opens
+# client sockets.
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from dns.rcode import REFUSED, SERVFAIL
 
 from resolver.config import Upstream
-from resolver.wire import HEADER, QR, Query
+from resolver.wire import HEADER, QR, TC, Query, opt_record
 
 log = logging.getLogger(__name__)
 
@@ -50,34 +52,92 @@ class Forwarder:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            upstream_id = secrets.randbelow(65536)
-            outgoing = struct.pack("!H", upstream_id) + data[2:]
-            try:
-                async with asyncio.timeout(min(self._timeout, remaining)):
-                    if tcp:
-                        reply = await _exchange_tcp(upstream, outgoing, query, upstream_id)
-                    else:
-                        reply = await _exchange_udp(upstream, outgoing, query, upstream_id)
-            except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
-                log.info("upstream %s failed for %s: %s", upstream, query.qname,
-                         type(error).__name__ if isinstance(error, TimeoutError) else error)
+            reply = await self._try_one(upstream, query, data, tcp, min(self._timeout, remaining))
+            if reply is None:
                 continue
             rcode = reply[3] & 0x0F
             if rcode in _TRY_NEXT:
                 log.info("upstream %s answered rcode %d for %s", upstream, rcode, query.qname)
                 continue
-            return data[:2] + reply[2:]
+            relayed = data[:2] + reply[2:]
+            return relayed if tcp else fit_udp(relayed, query)
         return None
+
+    async def _try_one(self, upstream: Upstream, query: Query, data: bytes, tcp: bool,
+                       timeout: float) -> bytes | None:
+        """One exchange under a fresh random ID: the matching reply, or None (timeout, a dead
+        port, a closed connection)."""
+        upstream_id = secrets.randbelow(65536)
+        outgoing = struct.pack("!H", upstream_id) + data[2:]
+        exchange = _exchange_tcp if tcp else _exchange_udp
+        try:
+            async with asyncio.timeout(timeout):
+                return await exchange(upstream, outgoing, query, upstream_id)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+            log.info("upstream %s failed for %s: %s", upstream, query.qname,
+                     type(error).__name__ if isinstance(error, TimeoutError) else error)
+            return None
 
 
 def matches(reply: bytes, query: Query, upstream_id: int) -> bool:
-    """A reply for our question and ID; anything else is dropped (spoofing, stale replies)."""
-    if len(reply) < 12 + len(query.question):
+    """A reply for our question and ID; anything else is dropped (spoofing, stale replies).
+    The name may differ in letter case (0x20 randomisation); type and class may not."""
+    size = len(query.question)
+    if len(reply) < 12 + size:
         return False
     rid, flags, qd, _, _, _ = HEADER.unpack_from(reply)
     if rid != upstream_id or not flags & QR or qd != 1:
         return False
-    return reply[12 : 12 + len(query.question)].lower() == query.question.lower()
+    name_end = 12 + size - 4
+    return (reply[name_end : 12 + size] == query.question[-4:]
+            and reply[12:name_end].lower() == query.question[:-4].lower())
+
+
+def fit_udp(reply: bytes, query: Query) -> bytes:
+    """`reply` as is if it fits the client's UDP size (512, or its EDNS payload), else TC set
+    with the whole answer records that fit, no authority or additional records, and our OPT
+    when the client sent one. Upstreams that ignore EDNS send more than the client can take
+    (moby/moby#44575); Docker v24+ relays them as they come."""
+    limit = query.max_udp_size()
+    if len(reply) <= limit:
+        return reply
+    start = 12 + len(query.question)
+    opt = b"" if query.edns is None else opt_record(query.edns)
+    kept = _answers_that_fit(reply, start, limit - len(opt))
+    _, flags, _, _, _, _ = HEADER.unpack_from(reply)
+    header = HEADER.pack(query.id, flags | TC, 1, len(kept), 0, 1 if opt else 0)
+    return b"".join((header, reply[12:start], *kept, opt))
+
+
+def _answers_that_fit(reply: bytes, offset: int, limit: int) -> list[bytes]:
+    """The leading answer records of `reply` that fit in `limit` bytes (compression pointers
+    point backwards, so a prefix stays valid); none if the section is malformed."""
+    kept: list[bytes] = []
+    for _ in range(HEADER.unpack_from(reply)[3]):
+        end = _record_end(reply, offset)
+        if end is None or end > limit:
+            return kept if end is not None else []
+        kept.append(reply[offset:end])
+        offset = end
+    return kept
+
+
+def _record_end(reply: bytes, offset: int) -> int | None:
+    """Offset just past the resource record at `offset`, or None if it runs off the end."""
+    while offset < len(reply):
+        length = reply[offset]
+        if length & 0xC0:
+            offset += 2
+            break
+        offset += length + 1
+        if length == 0:
+            break
+    else:
+        return None
+    if offset + 10 > len(reply):
+        return None
+    end = offset + 10 + int.from_bytes(reply[offset + 8 : offset + 10], "big")
+    return end if end <= len(reply) else None
 
 
 class _UdpExchange(asyncio.DatagramProtocol):
@@ -96,6 +156,8 @@ class _UdpExchange(asyncio.DatagramProtocol):
 
 
 async def _exchange_udp(upstream: Upstream, data: bytes, query: Query, upstream_id: int) -> bytes:
+    # A connected socket on a fresh ephemeral port: the kernel drops datagrams from any other
+    # address or port, and reports a closed upstream port (ICMP) through error_received.
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(
         lambda: _UdpExchange(query, upstream_id), remote_addr=(upstream.host, upstream.port))

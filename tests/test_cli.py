@@ -63,3 +63,12 @@ def test_no_upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_refused_upstreams(argv: list[str], tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         config(argv, tmp_path)
+
+
+def test_resync_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config([], tmp_path).resync_interval == 300.0
+    assert config(["--resync-interval", "0"], tmp_path).resync_interval == 0.0
+    monkeypatch.setenv("SCOPEDNS_RESYNC_INTERVAL", "60")
+    assert config([], tmp_path).resync_interval == 60.0
+    with pytest.raises(ValueError):
+        config(["--resync-interval", "-1"], tmp_path)

@@ -1,0 +1,387 @@
+# Upstream faults (SPEC §6) against a real loopback server and fake upstreams the test drives:
+# what the client gets when an upstream is silent, fails, lies, spoofs, truncates or oversizes,
+# over UDP and TCP; failover and SERVFAIL within the budget; --max-forwards; no forwarding for
+# all-internal clients; and an upstream that is scopedns itself refused at start-up.
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import dns.asyncquery
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+import uvloop
+
+from resolver import forward
+from resolver.cli import build_parser, config_from_args, main
+from resolver.config import Config, Upstream
+from resolver.server import ListenError, Server
+from resolver.wire import Query, parse_query
+from tests.fakes import FAKE_ADDRESS, OVERSIZED_RECORDS, FakeUpstream, fake_reply
+from tests.topology import Topology, attach, container, network
+
+# Client networks inside 127.0.0.0/8, so a test can send from a container's own address.
+INTERNAL = network("backplane", "127.61.0.0/24", internal=True)
+OUTSIDE = network("frontnet", "127.62.0.0/24")
+TOPOLOGY = Topology([INTERNAL, OUTSIDE], [
+    container("web", attach(OUTSIDE, 2, "app")),
+    container("isolated", attach(INTERNAL, 2)),
+    container("bridged", attach(INTERNAL, 3), attach(OUTSIDE, 3)),
+])
+ISOLATED, BRIDGED = "127.61.0.2", "127.61.0.3"  # each one's address on the internal network
+
+# Faults after which the next upstream must be asked. "othersource" is UDP only: a TCP reply
+# cannot come from another address. "closed": nothing listens on the port at all.
+FAILOVER_FAULTS = ["silent", "servfail", "refused", "wrongid", "wrongquestion", "garbage",
+                   "othersource", "closed"]
+SPOOFS = ["wrongid", "wrongquestion", "garbage", "othersource"]
+TRANSPORTS = ["udp", "tcp"]
+MARGIN = 1.5  # seconds past the budget a loaded 2-core machine may need to deliver SERVFAIL
+
+Fakes = Callable[..., Awaitable[FakeUpstream]]
+
+
+def over_both(faults: list[str]) -> list[tuple[str, str]]:
+    """(fault, transport) pairs; "othersource" only over UDP."""
+    return [(fault, transport) for fault in faults for transport in TRANSPORTS
+            if not (fault == "othersource" and transport == "tcp")]
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[Fakes]:
+    """Start fake upstreams on loopback; all are closed after the test."""
+    started: list[FakeUpstream] = []
+
+    async def make(mode: str = "answer", then_answer: bool = False) -> FakeUpstream:
+        fake = await FakeUpstream(mode=mode, then_answer=then_answer).start()
+        started.append(fake)
+        if mode == "closed":  # a port where nothing listens any more
+            fake.close()
+        return fake
+
+    yield make
+    for fake in started:
+        fake.close()
+
+
+async def start(*upstreams: FakeUpstream, timeout: float = 0.3, budget: float = 2.0,
+                **overrides: object) -> Server:
+    config = Config(listen=(("127.0.0.1", 0),),
+                    upstreams=tuple(Upstream("127.0.0.1", u.port) for u in upstreams),
+                    upstream_timeout=timeout, upstream_budget=budget,
+                    **overrides)  # type: ignore[arg-type]
+    for attempt in range(10, 0, -1):
+        # Port 0: the UDP socket picks a free port and TCP takes the same number, which some
+        # client's ephemeral TCP port may hold on a busy machine. Pick again.
+        server = Server(config, TOPOLOGY.table())
+        try:
+            await server.start()
+            return server
+        except ListenError:
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def ask(server: Server, name: str, transport: str = "udp", *, source: str = "127.0.0.1",
+              payload: int | None = None) -> dns.message.Message:
+    query = dns.message.make_query(name, "A", use_edns=payload is not None,
+                                   payload=payload or 1232)
+    port = server.addresses[0][1]
+    if transport == "tcp":
+        return await dns.asyncquery.tcp(query, "127.0.0.1", port=port, timeout=5, source=source)
+    return await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=5, source=source)
+
+
+def addresses(reply: dns.message.Message) -> list[str]:
+    return [rr.to_text() for rrset in reply.answer for rr in rrset]
+
+
+# ----- one fault, then a good upstream ---------------------------------------------------------
+
+@pytest.mark.parametrize(("fault", "transport"), over_both(FAILOVER_FAULTS))
+async def test_faulty_first_upstream_fails_over_to_the_next(fakes: Fakes, fault: str,
+                                                            transport: str) -> None:
+    bad, good = await fakes(fault), await fakes()
+    server = await start(bad, good)
+    try:
+        reply = await ask(server, "failover.invalid", transport)
+        assert reply.rcode() == dns.rcode.NOERROR and addresses(reply) == [FAKE_ADDRESS]
+        assert len(bad.seen) == (0 if fault == "closed" else 1)
+        assert good.seen == [(transport, "failover.invalid.")]
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(("fault", "transport"), over_both(SPOOFS))
+async def test_spoofed_reply_is_dropped_and_the_right_one_accepted(
+        fakes: Fakes, fault: str, transport: str) -> None:
+    liar = await fakes(fault, then_answer=True)  # the spoof first, then the real reply
+    server = await start(liar)
+    try:
+        reply = await ask(server, "asked.invalid", transport)
+        assert addresses(reply) == [FAKE_ADDRESS]  # the spoof answers SPOOF_ADDRESS
+        assert len(liar.seen) == 1
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_nxdomain_is_relayed_at_once_without_failover(fakes: Fakes,
+                                                           transport: str) -> None:
+    first, second = await fakes("nxdomain"), await fakes()
+    server = await start(first, second)
+    try:
+        query = dns.message.make_query("gone.invalid", "A")
+        port = server.addresses[0][1]
+        send = dns.asyncquery.tcp if transport == "tcp" else dns.asyncquery.udp
+        reply = await send(query, "127.0.0.1", port=port, timeout=5)
+        assert reply.id == query.id and reply.rcode() == dns.rcode.NXDOMAIN
+        assert len(first.seen) == 1 and second.seen == []
+    finally:
+        await server.close()
+
+
+async def test_truncated_reply_is_relayed_and_the_tcp_retry_works(fakes: Fakes) -> None:
+    upstream = await fakes("tc-udp")  # TC over UDP, the whole answer over TCP
+    server = await start(upstream)
+    try:
+        over_udp = await ask(server, "big.invalid")
+        assert over_udp.flags & dns.flags.TC and addresses(over_udp) == []
+        query = dns.message.make_query("big.invalid", "A")
+        reply, used_tcp = await dns.asyncquery.udp_with_fallback(
+            query, "127.0.0.1", port=server.addresses[0][1], timeout=5)
+        assert used_tcp and addresses(reply) == [FAKE_ADDRESS]
+        assert [transport for transport, _ in upstream.seen] == ["udp", "udp", "tcp"]
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("payload", [None, 1232, 4096])
+async def test_oversized_udp_reply_is_cut_to_the_clients_size(fakes: Fakes,
+                                                             payload: int | None) -> None:
+    """Decision: whole answer records that fit the client's size (512 without EDNS), TC set,
+    as for local answers; the TCP retry gets everything. Docker v24+ relays it as is."""
+    upstream = await fakes("oversized")
+    server = await start(upstream)
+    try:
+        reply = await ask(server, "many.invalid", payload=payload)
+        limit = payload or 512
+        assert len(reply.to_wire()) <= limit
+        sent = [f"192.0.2.{host}" for host in range(1, OVERSIZED_RECORDS + 1)]
+        assert addresses(await ask(server, "many.invalid", "tcp")) == sent  # TCP: whole
+        got = addresses(reply)
+        if payload == 4096:  # it fits: relayed whole, no TC
+            assert got == sent and not reply.flags & dns.flags.TC
+        else:
+            assert reply.flags & dns.flags.TC and 0 < len(got) < len(sent)
+            assert got == sent[: len(got)]  # whole records, in order, none altered
+            assert (reply.edns >= 0) == (payload is not None)
+    finally:
+        await server.close()
+
+
+def parsed(name: str, rdtype: str, payload: int | None = None) -> tuple[Query, bytes]:
+    wire = dns.message.make_query(name, rdtype, use_edns=payload is not None,
+                                  payload=payload or 1232).to_wire()
+    query = parse_query(wire)
+    assert isinstance(query, Query)
+    return query, wire
+
+
+def test_reply_check_folds_case_in_the_name_only() -> None:
+    """0x20-randomised names match; a type that differs only in bit 0x20 does not (HTTPS is
+    65, "A" in ASCII; 97 is "a": a bytes.lower() over the whole question confused them)."""
+    query, wire = parsed("Mixed.Case.invalid", "HTTPS")
+    echoed = bytearray(dns.message.make_response(dns.message.from_wire(wire)).to_wire())
+    assert forward.matches(bytes(echoed), query, query.id)
+    name_end = 12 + len(query.question) - 4
+    echoed[12:name_end] = echoed[12:name_end].swapcase()
+    assert forward.matches(bytes(echoed), query, query.id)
+    echoed[name_end + 1] = 97  # qtype 65 -> 97
+    assert not forward.matches(bytes(echoed), query, query.id)
+    assert not forward.matches(bytes(echoed), query, (query.id + 1) % 65536)
+
+
+def test_cut_reply_with_a_broken_answer_section_keeps_no_records() -> None:
+    query, wire = parsed("many.invalid", "A")
+    reply = fake_reply(wire, "oversized")
+    assert reply is not None
+    claims_more = reply[:6] + (OVERSIZED_RECORDS + 50).to_bytes(2, "big") + reply[8:]
+    cut = dns.message.from_wire(forward.fit_udp(claims_more, query))
+    assert cut.flags & dns.flags.TC and len(addresses(cut)) == 30  # whole records that fit
+    start = 12 + len(query.question)
+    overrun = (reply[:6] + (1).to_bytes(2, "big") + reply[8:start + 10]  # name, type ... TTL
+               + b"\xff\xff" + bytes(600))  # rdata "65535 bytes long": runs off the end
+    cut = dns.message.from_wire(forward.fit_udp(overrun, query))
+    assert cut.flags & dns.flags.TC and cut.answer == []
+
+
+# ----- every upstream faulty -------------------------------------------------------------------
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("faults", [
+    ("silent", "servfail", "refused"),
+    ("wrongid", "wrongquestion", "garbage"),
+    ("closed", "othersource", "silent"),
+])
+async def test_all_upstreams_faulty_gives_servfail_within_the_budget(
+        fakes: Fakes, faults: tuple[str, ...], transport: str) -> None:
+    upstreams = [await fakes(fault) for fault in faults]
+    budget = 2.0
+    server = await start(*upstreams, budget=budget)
+    try:
+        began = time.monotonic()
+        reply = await ask(server, "nowhere.invalid", transport)
+        elapsed = time.monotonic() - began
+        assert reply.rcode() == dns.rcode.SERVFAIL and reply.answer == []
+        assert elapsed < budget + MARGIN  # a correctness bound: never silence, never late
+        for fault, upstream in zip(faults, upstreams, strict=True):
+            assert len(upstream.seen) == (0 if fault == "closed" else 1), fault
+    finally:
+        await server.close()
+
+
+async def test_the_total_budget_cuts_the_tries_short(fakes: Fakes) -> None:
+    """Three silent upstreams at 0.8 s a try would take 2.4 s; the 1 s budget wins."""
+    dead = [await fakes("silent") for _ in range(3)]
+    budget = 1.0
+    server = await start(*dead, timeout=0.8, budget=budget)
+    try:
+        began = time.monotonic()
+        reply = await ask(server, "slow.invalid")
+        assert reply.rcode() == dns.rcode.SERVFAIL
+        assert time.monotonic() - began < budget + 0.8  # below 2.4: the budget cut it
+        assert len(dead[0].seen) == 1 and len(dead[1].seen) == 1
+    finally:
+        await server.close()
+
+
+# ----- --max-forwards ---------------------------------------------------------------------------
+
+async def test_forward_cap_refuses_the_extra_queries_at_once(fakes: Fakes) -> None:
+    cap, extra = 3, 2
+    silent = await fakes("silent")  # "answer.invalid" is still answered: the label picks
+    server = await start(silent, timeout=1.5, budget=1.5, max_forwards=cap)
+    try:
+        pending = [asyncio.ensure_future(ask(server, f"hang{i}.invalid")) for i in range(cap)]
+        while len(silent.seen) < cap:
+            await asyncio.sleep(0.01)
+        refused = [await ask(server, "answer.invalid", transport)
+                   for transport in ["udp", "tcp"][:extra]]
+        local = await ask(server, "web")
+        assert not any(future.done() for future in pending)  # refused while the cap was full
+        assert [r.rcode() for r in refused] == [dns.rcode.REFUSED] * extra
+        assert addresses(local) == ["127.62.0.2"]
+        assert len(silent.seen) == cap  # the refused ones never went upstream
+        hung = await asyncio.gather(*pending)
+        assert [r.rcode() for r in hung] == [dns.rcode.SERVFAIL] * cap
+        assert addresses(await ask(server, "answer.invalid")) == [FAKE_ADDRESS]  # cap freed
+    finally:
+        await server.close()
+
+
+# ----- internal networks ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_all_internal_client_is_never_forwarded_for(fakes: Fakes, transport: str) -> None:
+    upstream = await fakes()
+    server = await start(upstream)
+    try:
+        reply = await ask(server, "exfiltrate.invalid", transport, source=ISOLATED)
+        assert reply.rcode() == dns.rcode.SERVFAIL and upstream.seen == []
+        assert addresses(await ask(server, "bridged", transport, source=ISOLATED)) == [BRIDGED]
+        forwarded = await ask(server, "outside.invalid", transport, source=BRIDGED)
+        assert addresses(forwarded) == [FAKE_ADDRESS]
+        assert upstream.seen == [(transport, "outside.invalid.")]
+    finally:
+        await server.close()
+
+
+# ----- the same spoofs on uvloop ------------------------------------------------------------------
+
+def test_spoof_defences_hold_on_uvloop() -> None:
+    """Production runs on uvloop, whose UDP sockets are its own: replay the spoof and failover
+    scenarios there (a reply from another port must be filtered by the connected socket)."""
+    async def scenarios() -> None:
+        started: list[FakeUpstream] = []
+
+        async def make(mode: str = "answer", then_answer: bool = False) -> FakeUpstream:
+            started.append(await FakeUpstream(mode=mode, then_answer=then_answer).start())
+            return started[-1]
+
+        try:
+            for fault in SPOOFS:
+                await test_spoofed_reply_is_dropped_and_the_right_one_accepted(make, fault, "udp")
+                await test_faulty_first_upstream_fails_over_to_the_next(make, fault, "udp")
+            await test_oversized_udp_reply_is_cut_to_the_clients_size(make, None)
+        finally:
+            for fake in started:
+                fake.close()
+
+    uvloop.run(scenarios())
+
+
+# ----- an upstream that is scopedns itself -------------------------------------------------------
+
+def configure(tmp_path: Path, *argv: str) -> Config:
+    return config_from_args(build_parser().parse_args(["serve", *argv]),
+                            str(tmp_path / "no-resolv.conf"))
+
+
+def an_interface_address() -> str | None:
+    """This host's address on the route to TEST-NET-1 (a UDP connect sends nothing)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 53))
+        address: str = probe.getsockname()[0]
+        return None if address.startswith("127.") else address
+    except OSError:
+        return None
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize(("listen", "upstream"), [
+    ("127.0.0.1:5353", "127.0.0.1:5353"),
+    ("0.0.0.0:5353", "127.0.0.1:5353"),
+    ("0.0.0.0:5353", "127.0.0.2:5353"),  # all of 127/8 is this host
+    ("0.0.0.0:5353", "0.0.0.0:5353"),
+    ("[::]:5353", "127.0.0.1:5353"),  # a :: UDP socket takes IPv4 too
+    ("[::]:5353", "[::ffff:127.0.0.1]:5353"),
+    ("127.0.0.1:5353", "[::ffff:127.0.0.1]:5353"),
+])
+def test_upstream_that_is_this_server_is_refused(tmp_path: Path, listen: str,
+                                                 upstream: str) -> None:
+    with pytest.raises(ValueError, match="is this server itself"):
+        configure(tmp_path, "--listen", listen, "--upstream", upstream)
+
+
+def test_upstream_on_a_local_interface_behind_a_wildcard_is_refused(tmp_path: Path) -> None:
+    address = an_interface_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address on this host")
+    with pytest.raises(ValueError, match="is this server itself"):
+        configure(tmp_path, "--listen", "0.0.0.0:53", "--upstream", address)
+    assert configure(tmp_path, "--listen", "127.0.0.1:53", "--upstream", address).upstreams
+
+
+@pytest.mark.parametrize(("listen", "upstream"), [
+    ("0.0.0.0:5353", "127.0.0.1:5300"),  # another port
+    ("0.0.0.0:5353", "192.0.2.1:5353"),  # not an address of this host
+    ("127.0.0.1:5353", "127.0.0.2:5353"),  # a specific listen: only that address is us
+])
+def test_other_upstreams_are_accepted(tmp_path: Path, listen: str, upstream: str) -> None:
+    assert configure(tmp_path, "--listen", listen, "--upstream", upstream).upstreams
+
+
+def test_main_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "--listen", "0.0.0.0:5353", "--upstream", "127.0.0.9:5353"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert "upstream 127.0.0.9:5353 is this server itself" in lines[0]
