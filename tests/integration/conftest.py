@@ -38,6 +38,7 @@ from .harness import (
     container_ip,
     container_pid,
     dig,
+    dig_batch,
     docker,
     engine_problem,
     ensure_image,
@@ -121,6 +122,19 @@ class Lab:
 
         self.server_log = self.procs.start("scopedns", argv, netns_pid=self.sidecar_pid(),
                                            ready=synced, timeout=30)
+
+    def start_extra_server(self, label: str, port: int, *last: str) -> None:
+        """Another scopedns in the sidecar's netns on 0.0.0.0:`port`, with `last` after
+        SCOPEDNS_IT_SERVER_ARGS (so `--alias-order ordered` wins); returns once synced."""
+        argv = [sys.executable, "-m", "resolver", "serve", "--listen", f"0.0.0.0:{port}",
+                "--docker", "unix:///var/run/docker.sock", "--upstream", SIDECAR_UPSTREAM,
+                *shlex.split(EXTRA_SERVER_ARGS), *last]
+
+        def synced() -> bool:
+            probe = ("127.0.0.1", port, "ready-probe.invalid", "A")
+            return dig_batch(self.sidecar_pid(), [probe])[0].rcode not in ("SERVFAIL", NO_REPLY)
+
+        self.procs.start(label, argv, netns_pid=self.sidecar_pid(), ready=synced, timeout=30)
 
     def restart_server(self) -> None:
         if ORACLE_ONLY:
@@ -231,10 +245,13 @@ def engine_ready() -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(engine_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(engine_ready: None, tmp_path_factory: pytest.TempPathFactory,
+        request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """A test module may set DOCKER_PREFIX: every container and network it makes starts so."""
     run_id = secrets.token_hex(3)
     logs = tmp_path_factory.mktemp(f"lab-{run_id}")
-    the_lab = Lab(Engine(run_id), Processes(logs), logs)
+    prefix = str(getattr(request.module, "DOCKER_PREFIX", ""))
+    the_lab = Lab(Engine(run_id, prefix), Processes(logs), logs)
     try:
         the_lab.start_sidecar()
         yield the_lab
