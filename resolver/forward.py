@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import struct
 import time
 from collections.abc import Sequence
@@ -140,32 +141,20 @@ def _record_end(reply: bytes, offset: int) -> int | None:
     return end if end <= len(reply) else None
 
 
-class _UdpExchange(asyncio.DatagramProtocol):
-    def __init__(self, query: Query, upstream_id: int) -> None:
-        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._query = query
-        self._id = upstream_id
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        if not self.reply.done() and matches(data, self._query, self._id):
-            self.reply.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:
-        if not self.reply.done():
-            self.reply.set_exception(exc)
-
-
 async def _exchange_udp(upstream: Upstream, data: bytes, query: Query, upstream_id: int) -> bytes:
     # A connected socket on a fresh ephemeral port: the kernel drops datagrams from any other
-    # address or port, and reports a closed upstream port (ICMP) through error_received.
+    # address or port, and a closed upstream port (ICMP) fails the receive. A bare socket, not
+    # a transport: no address resolution and no protocol objects per try (upstreams are IPs).
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: _UdpExchange(query, upstream_id), remote_addr=(upstream.host, upstream.port))
-    try:
-        transport.sendto(data)
-        return await protocol.reply
-    finally:
-        transport.close()
+    family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect((upstream.host, upstream.port))
+        sock.send(data)
+        while True:
+            reply = await loop.sock_recv(sock, 65535)
+            if matches(reply, query, upstream_id):
+                return reply
 
 
 async def _exchange_tcp(upstream: Upstream, data: bytes, query: Query, upstream_id: int) -> bytes:
