@@ -9,7 +9,7 @@ RUN_ARGS ?= --listen 127.0.0.1:5353
 DOCKER ?= $(shell command -v /usr/bin/docker || command -v docker)
 export DOCKER
 
-.PHONY: run test lint unit system engine image clean
+.PHONY: run test lint unit system engine image clean fuzz bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || bash tests/setup/install-system.sh
@@ -40,6 +40,33 @@ unit: $(STAMP)
 
 test: system $(STAMP) image lint
 	$(BIN)/pytest -q -rs
+
+# Coverage-guided fuzzing of the handler (tests/fuzz/); not part of `make test`. New inputs
+# go to $(FUZZ_DIR)/corpus, crashes to $(FUZZ_DIR)/crash-*; the seeds stay as they are.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR ?= $(VENV)/fuzz
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,fuzz]'
+	@mkdir -p $(FUZZ_DIR)/corpus
+	@echo "fuzzing for $(FUZZ_SECONDS) s; log in $(FUZZ_DIR)/fuzz.log"
+	@$(BIN)/python -m tests.fuzz.fuzz_handler -max_total_time=$(FUZZ_SECONDS) \
+		-print_final_stats=1 -max_len=1024 -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus tests/fuzz/corpus \
+		> $(FUZZ_DIR)/fuzz.log 2>&1; status=$$?; \
+	grep -E '^#[0-9]+[[:space:]]+(INITED|pulse)' $(FUZZ_DIR)/fuzz.log | tail -n 3; \
+	grep -E '^#[0-9]+[[:space:]]' $(FUZZ_DIR)/fuzz.log | tail -n 1; \
+	grep -E '^Done |^stat::' $(FUZZ_DIR)/fuzz.log; \
+	[ $$status -eq 0 ] || tail -n 60 $(FUZZ_DIR)/fuzz.log; exit $$status
+
+# scopedns against Docker's embedded DNS, dnsmasq, unbound, aardvark-dns and NSD (bench/suite/);
+# writes bench/results/<date>.json + .png and the README's Benchmarks section. About 21 min by
+# default plus the engine figures (a few minutes). Quick: `make bench BENCH_SECONDS=3
+# BENCH_RUNS=1`; also BENCH_PEERS=scopedns,dnsmasq, BENCH_PROFILES=a,b, BENCH_SCALE=none,
+# BENCH_ENGINE=no, BENCH_ENGINE_ARGS='--containers 10 --sync 20', BENCH_FIXED_SECONDS=8.
+# Needs root for the installs and nsenter.
+bench: system $(STAMP)
+	@bash bench/install.sh
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m bench.suite.run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

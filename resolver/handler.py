@@ -1,16 +1,23 @@
 # The packet handler: bytes and a source address in, an Outcome out (reply bytes, a request to
-# forward, or nothing). It owns the error ladder (style.md rule 7) and the answer cache: a local
-# answer is computed once per (view, qname, qtype) and kept as wire records until the table
-# changes, so the common query costs a header parse, two dict lookups and a join. Still sans-IO.
+# forward, or nothing). It owns the error ladder (style.md rule 7) and two caches, both emptied
+# when the table changes:
+# - answers: a local answer is computed once per (view, lower-cased qname, qtype) and kept as
+#   wire records, so a new query shape costs a header parse, two dict lookups and a join;
+# - replies (UDP): a local reply depends only on the view and the query's bytes after its ID
+#   (flags, the question in the client's case, EDNS), so it is kept under exactly that key and
+#   a repeated query costs two dict lookups and a concatenation. Shuffled answers are not kept.
+# Still sans-IO.
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from ipaddress import ip_address
+from typing import NamedTuple
 
 from dns.rcode import BADVERS, SERVFAIL
 
 from resolver.answer import FORWARD, LocalAnswer, Policy, decide
+from resolver.ratelimit import RateLimiter, limited_reply
 from resolver.slowpath import ParsedSlow, parse_with_dnspython, render_with_dnspython
 from resolver.table import NameTable
 from resolver.views import View
@@ -32,10 +39,13 @@ log = logging.getLogger(__name__)
 # this many entries, start again.
 MAX_CACHED_ANSWERS = 100_000
 MAX_CACHED_VIEWS = 65_536
+# Kept replies: a usual query and its reply take a few hundred bytes with the key; queries
+# longer than MAX_KEPT_QUERY (padding, big options) are never kept, so at most ~40 MB.
+MAX_CACHED_REPLIES = 50_000
+MAX_KEPT_QUERY = 512
 
 
-@dataclass(frozen=True, slots=True)
-class Forward:
+class Forward(NamedTuple):
     """Ask upstream. `data` is the client's query as received."""
 
     query: Query
@@ -56,16 +66,30 @@ class Prepared:
 class Handler:
     """Turns one query into one outcome for a client at a source address."""
 
-    def __init__(self, table: NameTable, policy: Policy) -> None:
+    def __init__(self, table: NameTable, policy: Policy,
+                 limiter: RateLimiter | None = None) -> None:
         self._table = table
         self._policy = policy
+        self._limiter = limiter  # --rate-limit; None (off) costs one attribute test
         self._views: dict[str, View | None] = {}
         self._answers: dict[tuple[str, str, int], Prepared | None] = {}
+        # (view key, query bytes after the ID) -> reply bytes after the ID, UDP only.
+        self._replies: dict[tuple[str, bytes], bytes] = {}
         table.on_change(self._forget)
 
     def handle(self, data: bytes, source: str, tcp: bool) -> Outcome:
         """Never raises: an unexpected error becomes SERVFAIL and a log line."""
         try:
+            if self._limiter is not None:
+                verdict = self._limiter.check(source, tcp)
+                if verdict is not None:
+                    return limited_reply(data, verdict, tcp)
+            if not tcp:
+                view = self._views.get(source)
+                if view is not None:
+                    kept = self._replies.get((view.key, data[2:]))
+                    if kept is not None:
+                        return data[:2] + kept
             return self._handle(data, source, tcp)
         except Exception:
             log.exception("internal error answering a %d-byte query from %s", len(data), source)
@@ -97,9 +121,13 @@ class Handler:
             slow = parse_with_dnspython(data)
             if isinstance(slow, Reject):
                 return slow.reply
-            return render_with_dnspython(slow, answer, tcp)
-        records = shuffled(prepared.records) if answer.shuffle else prepared.records
-        return render(parsed, answer.rcode, records, max_size, answer.authoritative)
+            reply = render_with_dnspython(slow, answer, tcp)
+        else:
+            records = shuffled(prepared.records) if answer.shuffle else prepared.records
+            reply = render(parsed, answer.rcode, records, max_size, answer.authoritative)
+        if not tcp:
+            self._keep(source, data, reply, answer)
+        return reply
 
     def _handle_slow(self, data: bytes, source: str, tcp: bool) -> Outcome:
         parsed = parse_with_dnspython(data)
@@ -111,7 +139,22 @@ class Handler:
         prepared = self._prepare(source, query.qname, query.qtype)
         if prepared is None:
             return Forward(query, data)
-        return render_with_dnspython(parsed, prepared.answer, tcp)
+        reply = render_with_dnspython(parsed, prepared.answer, tcp)
+        if not tcp:
+            self._keep(source, data, reply, prepared.answer)
+        return reply
+
+    def _keep(self, source: str, data: bytes, reply: bytes, answer: LocalAnswer) -> None:
+        """Remember a local UDP reply for the next query with the same bytes after its ID
+        from the same view. Only the ID differs between the two replies."""
+        view = self._views.get(source)
+        if view is None or answer.shuffle or len(data) > MAX_KEPT_QUERY:
+            return
+        if not self._table.synced:
+            return
+        if len(self._replies) >= MAX_CACHED_REPLIES:
+            self._replies.clear()
+        self._replies[(view.key, data[2:])] = reply[2:]
 
     def render_slow(self, parsed: ParsedSlow, source: str, tcp: bool) -> bytes | None:
         """The dnspython rendering of the same answer the fast path gives (for tests)."""
@@ -156,6 +199,7 @@ class Handler:
     def _forget(self) -> None:
         self._views.clear()
         self._answers.clear()
+        self._replies.clear()
 
 
 def _unsupported_edns(query: Query) -> bool:

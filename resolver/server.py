@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -12,13 +14,18 @@ from resolver.answer import Policy
 from resolver.config import Config
 from resolver.forward import Forwarder
 from resolver.handler import Handler
+from resolver.ratelimit import RateLimiter
 from resolver.table import NameTable
-from resolver.tcp import TcpConnection
+from resolver.tcp import TcpClients, TcpConnection
 from resolver.transport import Resolution
 from resolver.udp import UdpListener
 from resolver.views import HostViewPolicy
 
 log = logging.getLogger(__name__)
+
+
+# `--listen HOST:0` (tests, benchmarks): tries to find one port free for both UDP and TCP.
+PORT_ZERO_TRIES = 10
 
 
 class ListenError(Exception):
@@ -35,12 +42,16 @@ class Server:
         self.table = table if table is not None else build_table(config)
         policy = Policy(ttl=config.ttl, alias_order=config.alias_order,
                         domain=config.domain, forwarding=bool(config.upstreams))
-        self.handler = Handler(self.table, policy)
+        limiter = None
+        if config.rate_limit > 0:
+            limiter = RateLimiter(config.rate_limit, config.rate_limit_burst, clock=time.monotonic)
+        self.handler = Handler(self.table, policy, limiter)
         forwarder = None
         if config.upstreams:
             forwarder = Forwarder(config.upstreams, config.upstream_timeout,
                                   config.upstream_budget, config.max_forwards)
         self.resolution = Resolution(self.handler, forwarder)
+        self.tcp_clients = TcpClients(config.tcp_max_connections, config.tcp_max_per_source)
         self._closers: list[Callable[[], Any]] = []
         self.addresses: list[tuple[str, int]] = []
 
@@ -55,18 +66,31 @@ class Server:
                 raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
 
     async def _bind(self, host: str, port: int) -> tuple[str, int]:
+        """Port 0: the kernel picks a free UDP port, which TCP may hold already (a client's
+        ephemeral port): then try another, a few times."""
+        for _ in range(PORT_ZERO_TRIES - 1 if port == 0 else 0):
+            try:
+                return await self._bind_both(host, port)
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise
+        return await self._bind_both(host, port)
+
+    async def _bind_both(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         udp, _ = await loop.create_datagram_endpoint(
             lambda: UdpListener(self.resolution), local_addr=(host, port), family=family)
-        self._closers.append(udp.close)
         port = udp.get_extra_info("sockname")[1]
         config = self.config
-        tcp = await loop.create_server(
-            lambda: TcpConnection(self.resolution, config.tcp_idle, config.tcp_max_connections,
-                                  config.tcp_max_per_source),
-            host, port, family=family, reuse_address=True, backlog=1024)
-        self._closers.append(tcp.close)
+        try:
+            tcp = await loop.create_server(
+                lambda: TcpConnection(self.resolution, self.tcp_clients, config.tcp_idle),
+                host, port, family=family, reuse_address=True, backlog=1024)
+        except OSError:
+            udp.close()
+            raise
+        self._closers += [udp.close, tcp.close]
         log.info("listening on %s port %d (udp, tcp)", host, port)
         return host, port
 
@@ -74,6 +98,8 @@ class Server:
         for close in reversed(self._closers):
             close()
         self._closers.clear()
+        for connection in self.tcp_clients:
+            connection.close()
         for task in list(self.resolution.tasks):
             task.cancel()
         if self.resolution.tasks:

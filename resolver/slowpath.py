@@ -3,6 +3,7 @@
 # fast path is tested against byte for byte. Pure: bytes in, bytes out.
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import dns.exception
@@ -95,6 +96,8 @@ def render_with_dnspython(parsed: ParsedSlow, answer: LocalAnswer, tcp: bool) ->
     response = _response(parsed.message, answer.rcode, answer.authoritative, query.edns)
     qname = parsed.message.question[0].name
     records = [(qname, record) for record in answer.records]
+    if answer.shuffle:
+        random.shuffle(records)
     for name, record in records:
         rrset = dns.rrset.RRset(name, record.rdata.rdclass, record.rdata.rdtype)
         rrset.add(record.rdata, record.ttl)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from dns.rcode import REFUSED, SERVFAIL
@@ -14,6 +15,30 @@ from resolver.handler import Forward, Handler
 log = logging.getLogger(__name__)
 
 
+# Floods (past the forward cap, past the TCP caps) log one line per this many seconds.
+LOG_EVERY = 10.0
+
+
+class LogEvery:
+    """At most one line per `interval` seconds for one recurring condition; the next line says
+    how many were held back, so a flood cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger, interval: float = LOG_EVERY) -> None:
+        self._log = logger
+        self._interval = interval
+        self._next = 0.0
+        self._held = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return
+        held, self._held, self._next = self._held, 0, now + self._interval
+        suffix = f" (and {held} more like it in the last {self._interval:g}s)" if held else ""
+        self._log.warning(message + suffix, *args)
+
+
 class Resolution:
     """What the listeners share: the handler, the forwarder and the tasks in flight."""
 
@@ -21,8 +46,7 @@ class Resolution:
         self.handler = handler
         self.forwarder = forwarder
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.tcp_connections = 0
-        self.tcp_per_source: dict[str, int] = {}
+        self._over_cap = LogEvery(log)
 
     async def forward(self, request: Forward, tcp: bool) -> bytes:
         query = request.query
@@ -33,8 +57,8 @@ class Resolution:
         except asyncio.CancelledError:
             raise
         except ForwardRefused:
-            log.warning("more than %d forwards in flight: REFUSED %s",
-                        self.forwarder.in_flight, query.qname)
+            self._over_cap.warning("more than %d forwards in flight: REFUSED %s",
+                                   self.forwarder.in_flight, query.qname)
             return self.handler.error_reply(query, REFUSED, tcp)
         except Exception:
             log.exception("forwarding %s failed unexpectedly", query.qname)

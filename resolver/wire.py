@@ -9,7 +9,7 @@ import random
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import dns.name
 import dns.rdata
@@ -35,7 +35,8 @@ TCP_MAX_SIZE: Final = 65535
 _OPT_TAIL: Final = struct.Struct("!HHBBHH")  # type, payload, ext-rcode, version, flags, rdlen
 _TYPE_CLASS: Final = struct.Struct("!HH")
 # Label bytes that read the same in text form: anything else takes dnspython's escaped text.
-_PLAIN: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*")
+_PLAIN: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*"
+_PLAIN_OR_DOT: Final = _PLAIN + b"."
 
 
 class _Slow:
@@ -46,15 +47,15 @@ class _Slow:
 SLOW: Final = _Slow()
 
 
-@dataclass(frozen=True, slots=True)
-class Edns:
+# Edns and Query are built for every parsed query: NamedTuples, as immutable as frozen
+# dataclasses and five times cheaper to build.
+class Edns(NamedTuple):
     payload: int
     version: int
     do: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(NamedTuple):
     """A parsed query. `question` is the question section exactly as received (echoed back);
     `qname` is its name in lower-case text without the trailing dot ("" for the root)."""
 
@@ -109,9 +110,10 @@ def parse_query(data: bytes) -> Query | Reject | _Slow:
     if rejected is not None:
         return rejected
     qid, flags, _, an, ns, ar = HEADER.unpack_from(data)
-    end = _name_end(data, 12)
-    if end is None or end + 4 > len(data):
-        return Reject(reject_header(qid, flags, FORMERR))
+    name = _read_name(data, 12)
+    if name is None or name[0] + 4 > len(data):
+        return SLOW  # compressed (legal, if odd) or malformed: dnspython decides (SPEC §7)
+    end, labels = name
     question = data[12 : end + 4]
     qtype = _TYPE_CLASS.unpack_from(data, end)[0]
     rest = end + 4
@@ -125,34 +127,35 @@ def parse_query(data: bytes) -> Query | Reject | _Slow:
         edns = parsed
     elif rest != len(data):
         return SLOW
-    return Query(qid, flags, question, _name_text(data, 12, end), qtype, edns)
+    return Query(qid, flags, question, _name_text(labels), qtype, edns)
 
 
-def _name_end(data: bytes, offset: int) -> int | None:
-    """Offset just past an uncompressed name; None if it is malformed or compressed."""
+def _read_name(data: bytes, offset: int) -> tuple[int, list[bytes]] | None:
+    """(offset just past, labels) of an uncompressed name; None if malformed or compressed."""
+    labels: list[bytes] = []
     total = 0
-    while offset < len(data):
+    size = len(data)
+    while offset < size:
         length = data[offset]
         if length == 0:
-            return offset + 1
+            return offset + 1, labels
         if length & 0xC0:
-            return None  # a pointer cannot point backwards from the first name
+            return None  # compressed: left to dnspython
         total += length + 1
-        offset += length + 1
         if total > 254:
             return None
+        labels.append(data[offset + 1 : offset + 1 + length])
+        offset += length + 1
     return None
 
 
-def _name_text(data: bytes, start: int, end: int) -> str:
-    labels: list[bytes] = []
-    offset = start
-    while data[offset]:
-        length = data[offset]
-        labels.append(data[offset + 1 : offset + 1 + length])
-        offset += length + 1
-    if all(_PLAIN.issuperset(label) for label in labels):
-        return b".".join(labels).decode("ascii").lower()
+def _name_text(labels: list[bytes]) -> str:
+    """Lower-case text of a name; labels with bytes that text escapes take dnspython's form."""
+    if not labels:
+        return ""
+    joined = b".".join(labels)
+    if not joined.translate(None, _PLAIN_OR_DOT) and joined.count(b".") == len(labels) - 1:
+        return joined.lower().decode("ascii")
     return dns.name.Name(labels).to_text(omit_final_dot=True).lower()
 
 

@@ -124,6 +124,23 @@ async def test_connection_cap_per_source(upstream: FakeUpstream) -> None:
         await server.close()
 
 
+async def test_udp_burst_of_repeated_queries_each_get_their_own_reply(
+        upstream: FakeUpstream) -> None:
+    """Many clients asking the same names at once (answered from kept replies after the first):
+    each gets a reply with its own ID and its own spelling of the question."""
+    server = await start(upstream)
+    queries = [dns.message.make_query(name, "A") for name in ("web", "WEB", "App") * 40]
+    try:
+        replies = await asyncio.gather(*(
+            dns.asyncquery.udp(q, "127.0.0.1", port=port(server), timeout=3) for q in queries))
+        for query, reply in zip(queries, replies, strict=True):
+            assert reply.id == query.id and addresses(reply) == ["172.60.0.2"]
+            assert reply.question[0].name.to_text() == query.question[0].name.to_text()
+        assert not [name for _, name in upstream.seen if name.lower() in ("web.", "app.")]
+    finally:
+        await server.close()
+
+
 def test_the_same_over_uvloop() -> None:
     """Production runs on uvloop, whose transports differ from asyncio's: replay the UDP, TCP
     and forwarding scenarios there."""
@@ -134,6 +151,7 @@ def test_the_same_over_uvloop() -> None:
             await test_tcp_pipelined_queries_answered_in_order(fake)
             await test_forwarded_answer_is_relayed_with_the_clients_id(fake)
             await test_connection_cap_per_source(fake)
+            await test_udp_burst_of_repeated_queries_each_get_their_own_reply(fake)
         finally:
             fake.close()
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from resolver import forward
 from resolver.cli import build_parser, config_from_args, main
 from resolver.config import Config, Upstream
 from resolver.server import ListenError, Server
+from resolver.transport import LogEvery
 from resolver.wire import Query, parse_query
 from tests.fakes import FAKE_ADDRESS, OVERSIZED_RECORDS, FakeUpstream, fake_reply
 from tests.topology import Topology, attach, container, network
@@ -385,3 +387,15 @@ def test_main_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1
     assert "upstream 127.0.0.9:5353 is this server itself" in lines[0]
+
+
+def test_a_flood_of_the_same_warning_is_one_line_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    throttled = LogEvery(logging.getLogger("resolver.test"), interval=0.2)
+    with caplog.at_level(logging.WARNING, logger="resolver.test"):
+        for number in range(1000):
+            throttled.warning("refused %d", number)
+        time.sleep(0.3)
+        throttled.warning("refused %d", 1000)
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused 0", "refused 1000 (and 999 more like it in the last 0.2s)"]

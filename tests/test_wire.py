@@ -11,6 +11,7 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,7 @@ from resolver.config import AliasOrder
 from resolver.framing import TcpFramer, frame
 from resolver.handler import Forward, Handler
 from resolver.slowpath import ParsedSlow, parse_with_dnspython
+from resolver.table import NameTable
 from tests.topology import Topology, attach, container, network
 
 NET = network("wirenet", "172.50.0.0/24", ipv6="fd00:50::/64")
@@ -213,3 +215,80 @@ def test_rdtype_echo_for_unknown_type() -> None:
     query = dns.message.make_query("h01", dns.rdatatype.from_text("TYPE65000"))
     reply = ask(handler(), query)
     assert reply.rcode() == dns.rcode.NOERROR and reply.question[0].rdtype == 65000
+
+
+# ----- the UDP reply cache: a repeated query is answered from the reply kept for its view -----
+
+V4_ONLY = container("v4only", attach(NET, 100, v6=False))
+LINKER = container("linker", attach(NET, 201, links={"lnk": "h01"}))
+STRANGER_IN_SUBNET = "172.50.0.250"  # in the subnet, not an endpoint: the network view
+
+
+def cache_table() -> NameTable:
+    return Topology([NET], [CLIENT, LINKER, V4_ONLY, *HOLDERS]).table()
+
+
+REPEATED = [
+    pytest.param("ShArEd", "A", None, id="mixed-case"),
+    pytest.param("V4ONLY", "AAAA", 1232, id="nodata-aaaa-edns"),
+    pytest.param("v4only.WIRENET", "MX", None, id="nodata-mx"),
+    pytest.param("11.0.50.172.In-Addr.Arpa", "PTR", 4096, id="ptr-edns-do"),
+    pytest.param(LONG, "A", None, id="truncated"),
+    pytest.param("h05", "A", 700, id="edns-payload"),
+    pytest.param("lnk", "A", 0, id="link-alias"),
+]
+
+
+@pytest.mark.parametrize(("name", "rdtype", "payload"), REPEATED)
+def test_repeated_query_is_byte_identical_to_dnspython(name: str, rdtype: str,
+                                                       payload: int | None) -> None:
+    h = Handler(cache_table(), Policy(alias_order=AliasOrder.ORDERED))
+    for flags in (0, dns.flags.CD, 0):
+        query = dns.message.make_query(name, rdtype, use_edns=payload is not None,
+                                       payload=payload or 0, want_dnssec=payload == 4096)
+        query.flags |= flags
+        for _ in range(2):  # the second one is answered from the kept reply
+            parsed = parse_with_dnspython(query.to_wire())
+            assert isinstance(parsed, ParsedSlow)
+            assert h.handle(query.to_wire(), "172.50.0.201", False) == h.render_slow(
+                parsed, "172.50.0.201", False)
+            query.id = (query.id + 1) % 65536
+
+
+def test_repeated_query_echoes_each_clients_case() -> None:
+    h = Handler(cache_table(), Policy())
+    for name in ("ShArEd", "sHaReD", "ShArEd"):
+        reply = ask(h, dns.message.make_query(name, "A"))
+        assert reply.question[0].name.labels[0] == name.encode()
+
+
+def test_kept_reply_follows_table_changes() -> None:
+    table = cache_table()
+    h = Handler(table, Policy())
+    query = dns.message.make_query("h01", "A")
+    assert [rr.to_text() for rr in ask(h, query).answer[0]] == ["172.50.0.11"]
+    table.upsert_container(container("h01", attach(NET, 99)))
+    assert [rr.to_text() for rr in ask(h, query).answer[0]] == ["172.50.0.99"]
+    table.remove_container(container("h01").id)
+    assert isinstance(h.handle(query.to_wire(), SOURCE, False), Forward)
+
+
+def test_kept_reply_is_per_view() -> None:
+    h = Handler(cache_table(), Policy())
+    wire = dns.message.make_query("lnk", "A").to_wire()
+    out = h.handle(wire, "172.50.0.201", False)
+    assert isinstance(out, bytes) and dns.message.from_wire(out).answer
+    assert isinstance(h.handle(wire, "172.50.0.201", False), bytes)
+    assert isinstance(h.handle(wire, STRANGER_IN_SUBNET, False), Forward)  # no link aliases
+    assert isinstance(h.handle(wire, SOURCE, False), Forward)  # another container
+
+
+@pytest.mark.parametrize("extra", [False, True], ids=["fast-path", "dnspython-path"])
+def test_shuffled_answers_are_shuffled_per_reply(extra: bool) -> None:
+    h = handler(AliasOrder.SHUFFLE)
+    query = dns.message.make_query("shared", "A", use_edns=0, payload=4096)
+    if extra:  # a second additional record: only dnspython parses that
+        query.additional.append(dns.rrset.from_text("x.", 0, "IN", "TXT", '"y"'))
+    orders = {tuple(rr.to_text() for rrset in ask(h, query).answer for rr in rrset)
+              for _ in range(5)}
+    assert len(orders) > 1 and all(len(order) == 40 for order in orders)

@@ -1,0 +1,120 @@
+# Pure parsing and statistics for the benchmark suite: dnsperf's summary and its verbose
+# per-response lines, /proc/<pid>/stat CPU ticks, percentiles, and the median/min/max spread
+# reported for every measure. No I/O here: tests/test_bench_parsing.py feeds it text.
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+_SENT = re.compile(r"Queries sent:\s+(\d+)")
+_COMPLETED = re.compile(r"Queries completed:\s+(\d+)")
+_LOST = re.compile(r"Queries lost:\s+(\d+)")
+_QPS = re.compile(r"Queries per second:\s+([\d.]+)")
+_RUNTIME = re.compile(r"Run time \(s\):\s+([\d.]+)")
+_RCODES = re.compile(r"Response codes:\s+(.*)")
+_RCODE_ITEM = re.compile(r"([A-Z]+) (\d+) \(")
+# `-v` prints one line per response: "> NOERROR name TYPE 0.000123" ("T" for a timeout).
+_VERBOSE = re.compile(r"^> (\S+) \S+ \S+ ([\d.]+)$")
+
+
+@dataclass(frozen=True)
+class DnsperfSummary:
+    """What one dnsperf run reports at its end."""
+
+    sent: int
+    completed: int
+    lost: int
+    qps: float
+    runtime: float
+    rcodes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> float:
+        """Fraction of sent queries that got no answer (0.0 when nothing was sent)."""
+        return self.lost / self.sent if self.sent else 0.0
+
+
+def parse_summary(text: str) -> DnsperfSummary:
+    """The statistics block of dnsperf's output. Raises ValueError if it is missing."""
+
+    def number(pattern: re.Pattern[str]) -> str:
+        found = pattern.search(text)
+        if found is None:
+            raise ValueError(f"dnsperf output has no {pattern.pattern.split(':')[0]!r} line")
+        return found.group(1)
+
+    codes = _RCODES.search(text)
+    rcodes = {name: int(count) for name, count in _RCODE_ITEM.findall(codes.group(1))} \
+        if codes else {}
+    return DnsperfSummary(sent=int(number(_SENT)), completed=int(number(_COMPLETED)),
+                          lost=int(number(_LOST)), qps=float(number(_QPS)),
+                          runtime=float(number(_RUNTIME)), rcodes=rcodes)
+
+
+def merge_summaries(parts: Sequence[DnsperfSummary]) -> DnsperfSummary:
+    """Several dnsperf runs one after another, seen as one run: the rate is what was
+    answered over the time they took together."""
+    rcodes: dict[str, int] = {}
+    for part in parts:
+        for name, count in part.rcodes.items():
+            rcodes[name] = rcodes.get(name, 0) + count
+    completed = sum(p.completed for p in parts)
+    runtime = sum(p.runtime for p in parts)
+    qps = completed / runtime if runtime else 0.0
+    return DnsperfSummary(sent=sum(p.sent for p in parts), completed=completed,
+                          lost=sum(p.lost for p in parts), qps=qps, runtime=runtime,
+                          rcodes=rcodes)
+
+
+def parse_latencies(lines: Iterable[str]) -> list[float]:
+    """Per-response latencies in seconds from dnsperf -v output; timeouts are not latencies."""
+    latencies = []
+    for line in lines:
+        found = _VERBOSE.match(line.rstrip("\n"))
+        if found and found.group(1) != "T":
+            latencies.append(float(found.group(2)))
+    return latencies
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (fraction in (0, 1]) of unsorted values. Raises on no values."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def cpu_ticks(stat_line: str) -> int:
+    """utime + stime (clock ticks) from one /proc/<pid>/stat line. The command name may hold
+    spaces and parentheses, so fields are counted after its last ')'."""
+    fields = stat_line[stat_line.rindex(")") + 2:].split()
+    # After the name: state(0) ppid(1) ... utime is field 14 of the line, index 11 here.
+    return int(fields[11]) + int(fields[12])
+
+
+def parent_pid(stat_line: str) -> int:
+    """The ppid field of one /proc/<pid>/stat line."""
+    return int(stat_line[stat_line.rindex(")") + 2:].split()[1])
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of several runs with their min and max."""
+
+    median: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.low, "max": self.high}
+
+
+def spread(values: Sequence[float]) -> Spread | None:
+    """None when no run produced a value (a peer that failed every run)."""
+    if not values:
+        return None
+    return Spread(statistics.median(values), min(values), max(values))
