@@ -59,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="scopedns", description="Docker-network-scoped DNS server")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     serve = commands.add_parser("serve", help="answer DNS queries from the engine's state")
-    add = serve.add_argument
+    _add_serve_flags(serve.add_argument)
+    _add_snapshot_command(commands)
+    return parser
+
+
+def _add_serve_flags(add: Callable[..., Any]) -> None:
     add("--listen", action="append", metavar="ADDR:PORT",
         help="UDP and TCP listen address, repeatable (default {}:{})".format(*DEFAULT_LISTEN))
     add("--docker", default=_env("docker", os.environ.get("DOCKER_HOST", DEFAULT_DOCKER)),
@@ -95,8 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--snapshot", metavar="FILE", default=_env("snapshot", None),
         help="serve this snapshot (from `scopedns snapshot`) instead of an engine; "
              "SIGHUP re-reads it")
-    _add_snapshot_command(commands)
-    return parser
 
 
 def _add_snapshot_command(commands: Any) -> None:
@@ -219,7 +222,7 @@ async def _serve(config: Config, snapshot: SnapshotSource | None = None) -> None
 
 def _snapshot_command(args: argparse.Namespace) -> int:
     """`scopedns snapshot`: one listing of the engine, written as a snapshot file."""
-    from watchers.docker import ENGINE_ERRORS
+    from watchers.engine_api import ENGINE_ERRORS
     from watchers.snapshot import take_snapshot, write_snapshot
 
     try:

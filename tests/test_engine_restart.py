@@ -116,6 +116,23 @@ async def restart_engine() -> tuple[float, float, float]:
     return stopping, down, time.monotonic()
 
 
+def judge(seen: list[Observation], prefix: str, truths: tuple[Truth, Truth, Truth],
+          window: tuple[float, float]) -> tuple[list[Observation], ...]:
+    """Answers that were wrong at any time, stale before the engine stopped, or stale after
+    scopedns had caught up. While the engine stops, its containers die one by one (scopedns
+    follows), so "no such name" is right then too; the alias may point at any of its holders
+    as they go and come back."""
+    before, restarted, after = truths
+    stopping, recovered = window
+    gone = ("NXDOMAIN",)
+    allowed = {name: {before[name], restarted[name], after[name], gone} for name in after}
+    allowed["svc"] |= {before[f"{prefix}-a"], before[f"{prefix}-b"], restarted[f"{prefix}-b"]}
+    wrong = [o for o in seen if o.answer not in allowed[o.name]]
+    early = [o for o in seen if o.at < stopping and o.answer != before[o.name]]
+    late = [o for o in seen if o.at > recovered and o.answer != after[o.name]]
+    return wrong, early, late
+
+
 async def test_engine_restart_under_queries_is_never_wrong(
     engine_cli: Engine, scopedns: None
 ) -> None:
@@ -148,14 +165,7 @@ async def test_engine_restart_under_queries_is_never_wrong(
         stop.set()
         await asking
 
-    # While the engine stops, its containers die one by one (scopedns follows), so "no such
-    # name" is right then too; the alias may point at any of its holders as they go and come.
-    gone = ("NXDOMAIN",)
-    allowed = {name: {before[name], restarted[name], after[name], gone} for name in after}
-    allowed["svc"] |= {before[f"{p}-a"], before[f"{p}-b"], restarted[f"{p}-b"]}
-    wrong = [o for o in seen if o.answer not in allowed[o.name]]
-    early = [o for o in seen if o.at < stopping and o.answer != before[o.name]]
-    late = [o for o in seen if o.at > recovered and o.answer != after[o.name]]
+    wrong, early, late = judge(seen, p, (before, restarted, after), (stopping, recovered))
     assert not wrong and not early and not late, (wrong[:5], early[:5], late[:5])
     assert not any(o.answer == ("SERVFAIL",) for o in seen), "synced scopedns never SERVFAILs"
     during = [o for o in seen if down <= o.at <= back]

@@ -1,36 +1,45 @@
-# The Docker state source: owns the aiodocker client and keeps a NameTable equal to the engine.
-# One cycle: subscribe to /events first, list and inspect everything, `table.replace_all()`, then
-# apply events one at a time: what leaves (die, stop, destroy, disconnect) leaves at once, what
-# may have joined is re-inspected (events carry no addresses). When the stream ends or the engine
-# is unreachable, the table is kept as it is (we keep serving), and the cycle starts again after
-# an exponential backoff, with a fresh client (SPEC §7, style.md rule 12).
+# The Docker state source: keeps a NameTable equal to the engine (the API calls themselves are
+# in engine_api.py). One cycle: subscribe to /events (`since` the last event applied, so missed
+# ones are replayed, in order, before anything else), reconcile against a full listing
+# (`table.replace_all()`), then apply events one at a time, with a reconcile every
+# --resync-interval. What leaves (die, stop, destroy, disconnect) leaves at once; what may have
+# joined is re-inspected (events carry no addresses); a stale event (replayed, duplicated, out
+# of order) only causes a re-inspection. When the stream ends or the engine is unreachable, the
+# table is kept as it is (we keep serving), and the cycle starts again after an exponential
+# backoff, with a fresh client (SPEC §7, style.md rule 12).
 # Rules: every table change is one synchronous call, never split by an await (style.md rule 2);
-# aiodocker is only partly typed, so its values are Any here and become our records in
-# translate.py at once; nothing but CancelledError leaves run().
+# nothing but CancelledError leaves run().
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from enum import Enum
+from dataclasses import replace
 from typing import Any
 
 import aiodocker
-import aiohttp
-from aiodocker.exceptions import DockerError
-from aiodocker.networks import DockerNetwork
 
 from resolver.model import EngineState
 from resolver.table import NameTable
+from watchers.engine_api import (
+    ENGINE_ERRORS,
+    INSPECT_CONCURRENCY,
+    REQUEST_TIMEOUT,
+    EventStream,
+    Lookup,
+    StreamEnded,
+    close_quietly,
+    describe,
+    engine_now,
+    inspect_one,
+    list_engine,
+    show_network,
+)
 from watchers.translate import (
     EventAction,
     EventKind,
-    classify_event,
     container_from_inspect,
     effective_kind,
-    engine_time_nano,
     network_from_inspect,
     since_param,
 )
@@ -41,37 +50,13 @@ log = logging.getLogger(__name__)
 # is not hammered (SPEC §7).
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
-# Inspections in flight during a full sync: enough to sync thousands of containers in seconds
-# without flooding the engine's API.
-INSPECT_CONCURRENCY = 16
-# Log full-sync progress every this many containers (a big sync can take a while).
-PROGRESS_EVERY = 500
-# One API call (not the event stream, which has no deadline) may take this long.
-REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
-# aiodocker's status for "could not reach the engine" (a connection error, not an HTTP status).
-_UNREACHABLE = 900
 _EVENT_FILTERS = {"type": ["container", "network"]}
 # After a reconnect, the engine replays missed events at once: this long without one means done.
 REPLAY_QUIET = 0.5
 # A full reconcile this often, in case an event was missed (none should be); 0 turns it off.
 DEFAULT_RESYNC_INTERVAL = 300.0
 
-# What reaching the engine can fail with: aiodocker's errors, aiohttp's, sockets, timeouts.
-ENGINE_ERRORS: tuple[type[BaseException], ...] = (
-    DockerError,
-    aiohttp.ClientError,
-    OSError,
-    TimeoutError,
-)
 
-
-class _Lookup(Enum):
-    GONE = "gone"  # 404: the object no longer exists
-    FAILED = "failed"  # another API error for this one object (logged); leave it as it is
-
-
-class StreamEnded(Exception):
-    """The engine closed the event stream without an error."""
 
 
 class DockerWatcher:
@@ -114,10 +99,10 @@ class DockerWatcher:
             except StreamEnded as exc:
                 reason = str(exc)
             except ENGINE_ERRORS as exc:
-                reason = _describe(exc)
+                reason = describe(exc)
             except Exception as exc:
                 log.exception("docker watcher: unexpected failure")
-                reason = _describe(exc)
+                reason = describe(exc)
             if self._closed:
                 return
             if self._synced_this_cycle:
@@ -139,16 +124,16 @@ class DockerWatcher:
         self._wake.set()
         docker, self._docker = self._docker, None
         if docker is not None:
-            await _close_quietly(docker)
+            await close_quietly(docker)
 
     # ----- one cycle -------------------------------------------------------------------------
 
     async def _cycle(self) -> None:
         docker: Any = aiodocker.Docker(url=self._url, timeout=REQUEST_TIMEOUT)
         self._docker = docker
-        events: _EventStream | None = None
+        events: EventStream | None = None
         try:
-            now = await _engine_now(docker)
+            now = await engine_now(docker)
             replay_from = self._last_event_ns
             since = replay_from or now
             params: dict[str, Any] = {"filters": _EVENT_FILTERS}
@@ -156,7 +141,7 @@ class DockerWatcher:
                 # Events from `since` on are replayed, so none is lost between this subscription
                 # reaching the engine and the listing below.
                 params["since"] = since_param(since)
-            events = _EventStream(docker, docker.events.subscribe(**params))
+            events = EventStream(docker, docker.events.subscribe(**params))
             held = None
             if replay_from is not None and now is not None:
                 held = await self._replay(docker, events, now)
@@ -168,9 +153,9 @@ class DockerWatcher:
                 events.close()
             if self._docker is docker:
                 self._docker = None
-            await _close_quietly(docker)
+            await close_quietly(docker)
 
-    async def _replay(self, docker: Any, events: _EventStream,
+    async def _replay(self, docker: Any, events: EventStream,
                       until_ns: int) -> EventAction | None:
         """Apply, in order, the events missed while disconnected (those stamped before `until_ns`),
         so that endpoints that joined meanwhile keep the order they joined in; the reconcile that
@@ -209,7 +194,7 @@ class DockerWatcher:
 
     # ----- events ----------------------------------------------------------------------------
 
-    async def _consume(self, docker: Any, events: _EventStream,
+    async def _consume(self, docker: Any, events: EventStream,
                        held: EventAction | None) -> None:
         """Apply events one by one, and reconcile every `resync_interval` seconds, however busy
         the stream is."""
@@ -223,7 +208,7 @@ class DockerWatcher:
             if action is not None:
                 await self._apply(docker, action)
             elif interval is not None:
-                await self._reconcile(docker, await _engine_now(docker))
+                await self._reconcile(docker, await engine_now(docker))
                 due = loop.time() + interval
 
     async def _apply(self, docker: Any, action: EventAction) -> None:
@@ -246,10 +231,10 @@ class DockerWatcher:
     async def _refresh_container(self, docker: Any, cid: str, left: str = "") -> None:
         """Make the table's copy of `cid` what the engine says now, except for an endpoint on
         network `left`: the event said it left; if it is back, a later `connect` re-adds it."""
-        data = await _inspect(docker.containers.container(cid).show(), f"container {cid}")
-        if data is _Lookup.FAILED:
+        data = await inspect_one(docker.containers.container(cid).show(), f"container {cid}")
+        if data is Lookup.FAILED:
             return
-        info = None if data is _Lookup.GONE else container_from_inspect(data)
+        info = None if data is Lookup.GONE else container_from_inspect(data)
         if info is None:
             self._table.remove_container(cid)
             return
@@ -258,150 +243,23 @@ class DockerWatcher:
                                                  if e.network_id != left))
         known = {n.id for n in self._table.networks}
         unknown = [e.network_id for e in info.endpoints if e.network_id not in known]
-        fetched = [await _inspect(_show_network(docker, nid), f"network {nid}")
+        fetched = [await inspect_one(show_network(docker, nid), f"network {nid}")
                    for nid in unknown]
         # From here on, no await: the networks, then the container, each in one call.
         for raw in fetched:
-            network = None if isinstance(raw, _Lookup) else network_from_inspect(raw)
+            network = None if isinstance(raw, Lookup) else network_from_inspect(raw)
             if network is not None:
                 self._table.upsert_network(network)
         self._table.upsert_container(info)
 
     async def _refresh_network(self, docker: Any, nid: str) -> None:
-        data = await _inspect(_show_network(docker, nid), f"network {nid}")
-        if data is _Lookup.FAILED:
+        data = await inspect_one(show_network(docker, nid), f"network {nid}")
+        if data is Lookup.FAILED:
             return
-        network = None if data is _Lookup.GONE else network_from_inspect(data)
+        network = None if data is Lookup.GONE else network_from_inspect(data)
         if network is None:
             self._table.remove_network(nid)
         else:
             self._table.upsert_network(network)
 
 
-class _EventStream:
-    """The engine's event stream, read with timeouts that never lose an event: a read still in
-    flight when the timeout strikes is kept for the next call."""
-
-    def __init__(self, docker: Any, subscriber: Any) -> None:
-        self._docker = docker
-        self._subscriber = subscriber
-        self._reading: asyncio.Future[Any] | None = None
-
-    async def next(self, timeout: float | None) -> EventAction | None:
-        """The next event's action, or None after `timeout` seconds without one."""
-        if self._reading is None:
-            self._reading = asyncio.ensure_future(self._subscriber.get())
-        done, _ = await asyncio.wait({self._reading}, timeout=timeout)
-        if not done:
-            return None
-        event, self._reading = self._reading.result(), None
-        if event is None:
-            _raise_stream_failure(self._docker)
-            raise StreamEnded("event stream ended")
-        return classify_event(event)
-
-    def close(self) -> None:
-        if self._reading is not None:
-            self._reading.cancel()
-            self._reading = None
-
-
-@dataclass(frozen=True, slots=True)
-class EngineListing:
-    """The engine's raw JSON: `GET /networks` entries and the inspect of each running container
-    (a full sync translates it; `scopedns snapshot` writes it as is)."""
-
-    networks: tuple[Mapping[str, Any], ...]
-    containers: tuple[Mapping[str, Any], ...]
-
-
-async def list_engine(docker: Any, concurrency: int = INSPECT_CONCURRENCY) -> EngineListing:
-    """List every network and inspect every running container, `concurrency` at a time;
-    containers that vanish meanwhile or cannot be read are left out."""
-    raw_networks = await docker.networks.list()
-    networks = tuple(n for n in raw_networks or () if isinstance(n, Mapping))
-    listed = await docker.containers.list()
-    ids = [str(c.id) for c in listed or ()]
-    return EngineListing(networks, await _inspect_all(docker, ids, max(1, concurrency)))
-
-
-async def _inspect_all(docker: Any, ids: Sequence[str],
-                       concurrency: int) -> tuple[Mapping[str, Any], ...]:
-    found: list[Mapping[str, Any]] = []
-    pending = iter(ids)
-    done = 0
-
-    async def worker() -> None:
-        nonlocal done
-        for cid in pending:
-            data = await _inspect(docker.containers.container(cid).show(), f"container {cid}")
-            if not isinstance(data, _Lookup):
-                found.append(data)
-            done += 1
-            if done % PROGRESS_EVERY == 0:
-                log.info("docker: inspected %d/%d containers", done, len(ids))
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(concurrency, len(ids))):
-                group.create_task(worker())
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-    return tuple(found)
-
-
-async def _engine_now(docker: Any) -> int | None:
-    """The engine's clock (events are stamped with it, not ours)."""
-    info = await docker.system.info()
-    return engine_time_nano(info.get("SystemTime") if isinstance(info, Mapping) else None)
-
-
-async def _inspect(call: Awaitable[Any], what: str) -> Mapping[str, Any] | _Lookup:
-    """One inspect call: its JSON object, GONE on 404, FAILED (logged) on another API error for
-    this object. An unreachable engine propagates: the cycle is over."""
-    try:
-        data = await call
-    except DockerError as exc:
-        if exc.status == 404:
-            return _Lookup.GONE
-        if exc.status == _UNREACHABLE:
-            raise
-        log.warning("docker: cannot inspect %s, left as it is: %s", what, _describe(exc))
-        return _Lookup.FAILED
-    if not isinstance(data, Mapping):
-        log.warning("docker: inspect of %s returned %s, not an object", what, type(data).__name__)
-        return _Lookup.FAILED
-    return data
-
-
-def _show_network(docker: Any, nid: str) -> Awaitable[Any]:
-    """`GET /networks/{nid}` in one request (networks.get() would make two)."""
-    network: Any = DockerNetwork  # untyped in aiodocker
-    request: Awaitable[Any] = network(docker, nid).show()
-    return request
-
-
-def _raise_stream_failure(docker: Any) -> None:
-    """aiodocker ends the stream with None even when it failed: re-raise the reason, if any."""
-    task = docker.events.task
-    if task is not None and task.done() and not task.cancelled():
-        error = task.exception()
-        if error is not None:
-            raise error
-
-
-async def _close_quietly(docker: Any) -> None:
-    # events.stop() re-raises whatever ended the stream (already handled), and if it raises
-    # inside close() the HTTP session stays open: so stop the events first, then close.
-    for step in (docker.events.stop, docker.close):
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.debug("docker: closing the client: %s", _describe(exc))
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, DockerError) else text

@@ -142,10 +142,10 @@ def write_snapshot(document: Mapping[str, Any], output: str, *, compact: bool = 
 
 async def take_snapshot(url: str) -> dict[str, Any]:
     """A snapshot of the engine at `url`, read with the watcher's own listing code. Raises
-    one of watchers.docker.ENGINE_ERRORS when the engine cannot be read."""
+    one of watchers.engine_api.ENGINE_ERRORS when the engine cannot be read."""
     import aiodocker
 
-    from watchers.docker import REQUEST_TIMEOUT, list_engine
+    from watchers.engine_api import REQUEST_TIMEOUT, list_engine
 
     docker: Any = aiodocker.Docker(url=url, timeout=REQUEST_TIMEOUT)
     try:

@@ -1,0 +1,178 @@
+# The engine's HTTP API as the watcher and `scopedns snapshot` use it, through aiodocker: the
+# full listing (networks, then every running container inspected with bounded concurrency), one
+# object's inspect (404 = gone), the engine's clock, the event stream read with timeouts that
+# lose nothing, and closing a client quietly. aiodocker is only partly typed: its values are Any
+# here and become our records in translate.py.
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import aiohttp
+from aiodocker.exceptions import DockerError
+from aiodocker.networks import DockerNetwork
+
+from watchers.translate import EventAction, classify_event, engine_time_nano
+
+log = logging.getLogger("watchers.docker")
+
+# Inspections in flight during a full sync: enough to sync thousands of containers in seconds
+# without flooding the engine's API.
+INSPECT_CONCURRENCY = 16
+# Log full-sync progress every this many containers (a big sync can take a while).
+PROGRESS_EVERY = 500
+# One API call (not the event stream, which has no deadline) may take this long.
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
+# aiodocker's status for "could not reach the engine" (a connection error, not an HTTP status).
+_UNREACHABLE = 900
+
+# What reaching the engine can fail with: aiodocker's errors, aiohttp's, sockets, timeouts.
+ENGINE_ERRORS: tuple[type[BaseException], ...] = (
+    DockerError,
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+)
+
+
+class Lookup(Enum):
+    GONE = "gone"  # 404: the object no longer exists
+    FAILED = "failed"  # another API error for this one object (logged); leave it as it is
+
+
+class StreamEnded(Exception):
+    """The engine closed the event stream without an error."""
+
+
+class EventStream:
+    """The engine's event stream, read with timeouts that never lose an event: a read still in
+    flight when the timeout strikes is kept for the next call."""
+
+    def __init__(self, docker: Any, subscriber: Any) -> None:
+        self._docker = docker
+        self._subscriber = subscriber
+        self._reading: asyncio.Future[Any] | None = None
+
+    async def next(self, timeout: float | None) -> EventAction | None:
+        """The next event's action, or None after `timeout` seconds without one."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._subscriber.get())
+        done, _ = await asyncio.wait({self._reading}, timeout=timeout)
+        if not done:
+            return None
+        event, self._reading = self._reading.result(), None
+        if event is None:
+            raise_stream_failure(self._docker)
+            raise StreamEnded("event stream ended")
+        return classify_event(event)
+
+    def close(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineListing:
+    """The engine's raw JSON: `GET /networks` entries and the inspect of each running container
+    (a full sync translates it; `scopedns snapshot` writes it as is)."""
+
+    networks: tuple[Mapping[str, Any], ...]
+    containers: tuple[Mapping[str, Any], ...]
+
+
+async def list_engine(docker: Any, concurrency: int = INSPECT_CONCURRENCY) -> EngineListing:
+    """List every network and inspect every running container, `concurrency` at a time;
+    containers that vanish meanwhile or cannot be read are left out."""
+    raw_networks = await docker.networks.list()
+    networks = tuple(n for n in raw_networks or () if isinstance(n, Mapping))
+    listed = await docker.containers.list()
+    ids = [str(c.id) for c in listed or ()]
+    return EngineListing(networks, await _inspect_all(docker, ids, max(1, concurrency)))
+
+
+async def _inspect_all(docker: Any, ids: Sequence[str],
+                       concurrency: int) -> tuple[Mapping[str, Any], ...]:
+    found: list[Mapping[str, Any]] = []
+    pending = iter(ids)
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        for cid in pending:
+            data = await inspect_one(docker.containers.container(cid).show(),
+                                     f"container {cid}")
+            if not isinstance(data, Lookup):
+                found.append(data)
+            done += 1
+            if done % PROGRESS_EVERY == 0:
+                log.info("docker: inspected %d/%d containers", done, len(ids))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, len(ids))):
+                group.create_task(worker())
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return tuple(found)
+
+
+async def engine_now(docker: Any) -> int | None:
+    """The engine's clock (events are stamped with it, not ours)."""
+    info = await docker.system.info()
+    return engine_time_nano(info.get("SystemTime") if isinstance(info, Mapping) else None)
+
+
+async def inspect_one(call: Awaitable[Any], what: str) -> Mapping[str, Any] | Lookup:
+    """One inspect call: its JSON object, GONE on 404, FAILED (logged) on another API error for
+    this object. An unreachable engine propagates: the cycle is over."""
+    try:
+        data = await call
+    except DockerError as exc:
+        if exc.status == 404:
+            return Lookup.GONE
+        if exc.status == _UNREACHABLE:
+            raise
+        log.warning("docker: cannot inspect %s, left as it is: %s", what, describe(exc))
+        return Lookup.FAILED
+    if not isinstance(data, Mapping):
+        log.warning("docker: inspect of %s returned %s, not an object", what, type(data).__name__)
+        return Lookup.FAILED
+    return data
+
+
+def show_network(docker: Any, nid: str) -> Awaitable[Any]:
+    """`GET /networks/{nid}` in one request (networks.get() would make two)."""
+    network: Any = DockerNetwork  # untyped in aiodocker
+    request: Awaitable[Any] = network(docker, nid).show()
+    return request
+
+
+def raise_stream_failure(docker: Any) -> None:
+    """aiodocker ends the stream with None even when it failed: re-raise the reason, if any."""
+    task = docker.events.task
+    if task is not None and task.done() and not task.cancelled():
+        error = task.exception()
+        if error is not None:
+            raise error
+
+
+async def close_quietly(docker: Any) -> None:
+    # events.stop() re-raises whatever ended the stream (already handled), and if it raises
+    # inside close() the HTTP session stays open: so stop the events first, then close.
+    for step in (docker.events.stop, docker.close):
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("docker: closing the client: %s", describe(exc))
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, DockerError) else text
