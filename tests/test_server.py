@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import uvloop
 
 from resolver.config import Config, Upstream
 from resolver.framing import TcpFramer
-from resolver.server import Server
+from resolver.server import UDP_RECEIVE_BUFFER, Server, enlarge_receive_buffer
 from tests.fakes import FAKE_ADDRESS, FakeUpstream
 from tests.topology import Topology, attach, container, network
 
@@ -138,6 +139,28 @@ async def test_udp_burst_of_repeated_queries_each_get_their_own_reply(
             assert reply.question[0].name.to_text() == query.question[0].name.to_text()
         assert not [name for _, name in upstream.seen if name.lower() in ("web.", "app.")]
     finally:
+        await server.close()
+
+
+async def test_a_burst_while_the_server_is_busy_loses_no_query(upstream: FakeUpstream) -> None:
+    """2000 queries arrive while the loop is busy (here: sending them): the kernel holds them
+    for the server (the default UDP buffer would drop most), and every one is answered."""
+    server = await start(upstream)
+    count = 2000
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    enlarge_receive_buffer(client, UDP_RECEIVE_BUFFER)  # room for the 2000 replies
+    try:
+        wire = dns.message.make_query("web", "A").to_wire()
+        for index in range(count):  # blocking sends: the server cannot read meanwhile
+            client.sendto(struct.pack("!H", index) + wire[2:], ("127.0.0.1", port(server)))
+        client.setblocking(False)
+        loop, answered = asyncio.get_running_loop(), set[int]()
+        async with asyncio.timeout(10):
+            while len(answered) < count:
+                answered.add(struct.unpack("!H", (await loop.sock_recv(client, 512))[:2])[0])
+        assert answered == set(range(count))
+    finally:
+        client.close()
         await server.close()
 
 
