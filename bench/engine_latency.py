@@ -37,6 +37,8 @@ import dns.message
 import dns.name
 import dns.rcode
 
+from bench.suite.procs import free_port
+
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
 IMAGE = "scopedns-busybox:test"
 ENGINE_URL = "unix:///var/run/docker.sock"
@@ -192,18 +194,6 @@ class Engine:
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 self.docker("network", "rm", self.network)
         progress(f"removed {len(ids)} containers and network {self.network}")
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
-                    contextlib.suppress(OSError):
-                tcp.bind(("127.0.0.1", port))
-                return port
 
 
 def summarize(samples_ms: list[float]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.suite.procs import free_port
 from resolver.config import Config
 from resolver.server import Server, run_until_stopped
 from resolver.table import NameTable
@@ -86,21 +87,6 @@ class Running:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on loopback right now (the server binds both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            udp.bind((HOST_ADDRESS, 0))
-            port: int = udp.getsockname()[1]
-            try:
-                tcp.bind((HOST_ADDRESS, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both UDP and TCP")
 
 
 def _wait_for_udp(port: int, process: subprocess.Popen[bytes]) -> None:

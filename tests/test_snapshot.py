@@ -12,7 +12,6 @@ import logging
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable
@@ -25,6 +24,7 @@ import dns.rcode
 import dns.reversename
 import pytest
 
+from bench.suite.procs import free_port
 from resolver.answer import Policy
 from resolver.config import AliasOrder
 from resolver.handler import Handler
@@ -241,18 +241,6 @@ async def udp_addresses(port: int, name: str) -> tuple[str, list[str]]:
                                      port=port, timeout=3)
     return (dns.rcode.to_text(reply.rcode()),
             sorted(rr.to_text() for rrset in reply.answer for rr in rrset))
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP (the CLI takes no port 0)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
-                    contextlib.suppress(OSError):
-                tcp.bind(("127.0.0.1", port))
-                return port
 
 
 @contextlib.asynccontextmanager
