@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from resolver.table import NameTable
-from tests.docker_engine import URL, Engine, eventually
+from tests.docker_engine import URL, Engine, SocketProxy, eventually
 from watchers.docker import DockerWatcher
 
 
@@ -55,11 +55,17 @@ async def start_watcher() -> AsyncIterator[WatcherFactory]:
 
 
 @pytest.fixture
-def proxy_path() -> Iterator[Path]:
+async def proxy() -> AsyncIterator[SocketProxy]:
+    """A cuttable relay to the engine, up; taken down and removed afterwards."""
     # A short path: unix socket paths are limited to ~107 bytes.
     directory = Path(f"/tmp/sdt-{secrets.token_hex(4)}")
     directory.mkdir()
-    yield directory / "docker.sock"
-    for child in directory.iterdir():
-        child.unlink()
-    directory.rmdir()
+    relay = SocketProxy(directory / "docker.sock")
+    await relay.up()
+    try:
+        yield relay
+    finally:
+        await relay.down()
+        for child in directory.iterdir():
+            child.unlink()
+        directory.rmdir()

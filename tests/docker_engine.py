@@ -108,6 +108,10 @@ class SocketProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
     async def up(self) -> None:
         self._server = await asyncio.start_unix_server(self._relay, path=str(self.path))
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,35 +67,30 @@ async def assert_table_matches_engine(table: NameTable, engine_cli: Engine) -> N
 
 
 async def test_missed_joins_are_replayed_in_the_order_they_happened(
-    engine_cli: Engine, start_watcher: WatcherFactory, proxy_path: Path
+    engine_cli: Engine, start_watcher: WatcherFactory, proxy: SocketProxy
 ) -> None:
     # `late` started after `early`, but joins the alias first while we are away: a reconcile
     # alone would order by start time; the replayed events keep the order they joined in.
-    proxy = SocketProxy(proxy_path)
+    table = await start_watcher(proxy.url, backoff_initial=0.2,
+                                backoff_max=0.4)
+    home, svc = f"{engine_cli.prefix}-home", f"{engine_cli.prefix}-svc"
+    await engine_cli.network("home")
+    await engine_cli.network("svc")
+    early, late = f"{engine_cli.prefix}-early", f"{engine_cli.prefix}-late"
+    await engine_cli.run("early", "--network", home)
+    await engine_cli.run("late", "--network", home)
+    await eventually(lambda: holders(table, home, early) and holders(table, home, late),
+                     "both containers before the outage")
+
+    await proxy.down()
+    await engine_cli.docker("network", "connect", "--alias", "api", svc, late)
+    await engine_cli.docker("network", "connect", "--alias", "api", svc, early)
     await proxy.up()
-    try:
-        table = await start_watcher(f"unix://{proxy_path}", backoff_initial=0.2,
-                                    backoff_max=0.4)
-        home, svc = f"{engine_cli.prefix}-home", f"{engine_cli.prefix}-svc"
-        await engine_cli.network("home")
-        await engine_cli.network("svc")
-        early, late = f"{engine_cli.prefix}-early", f"{engine_cli.prefix}-late"
-        await engine_cli.run("early", "--network", home)
-        await engine_cli.run("late", "--network", home)
-        await eventually(lambda: holders(table, home, early) and holders(table, home, late),
-                         "both containers before the outage")
 
-        await proxy.down()
-        await engine_cli.docker("network", "connect", "--alias", "api", svc, late)
-        await engine_cli.docker("network", "connect", "--alias", "api", svc, early)
-        await proxy.up()
-
-        await eventually(lambda: len(holders(table, svc, "api")) == 2,
-                         "both aliases after the reconnect", timeout=10)
-        assert [name for name, _ in holders(table, svc, "api")] == [late, early]
-        await assert_table_matches_engine(table, engine_cli)
-    finally:
-        await proxy.down()
+    await eventually(lambda: len(holders(table, svc, "api")) == 2,
+                     "both aliases after the reconnect", timeout=10)
+    assert [name for name, _ in holders(table, svc, "api")] == [late, early]
+    await assert_table_matches_engine(table, engine_cli)
 
 
 async def _run_many(engine_cli: Engine, network: str, names: list[str], *args: str) -> None:
@@ -122,30 +116,25 @@ async def _cut_while(proxy: SocketProxy, busy: asyncio.Future[Any]) -> int:
 
 
 async def test_burst_of_starts_with_404s_and_stream_cuts_ends_equal_to_the_engine(
-    engine_cli: Engine, start_watcher: WatcherFactory, proxy_path: Path
+    engine_cli: Engine, start_watcher: WatcherFactory, proxy: SocketProxy
 ) -> None:
-    proxy = SocketProxy(proxy_path)
-    await proxy.up()
-    try:
-        table = await start_watcher(f"unix://{proxy_path}", backoff_initial=0.1,
-                                    backoff_max=0.3)
-        net = f"{engine_cli.prefix}-burst"
-        await engine_cli.network("burst")
-        stayers = [f"b{i}" for i in range(BURST)]
-        # `--rm` containers running `true`: start, die and destroy before most inspections.
-        vanishing = [f"v{i}" for i in range(VANISHING)]
-        burst = asyncio.gather(_run_many(engine_cli, net, stayers),
-                               _run_many(engine_cli, net, vanishing, "--rm", "--entrypoint",
-                                         "true"))
-        cuts = await _cut_while(proxy, burst)
-        await burst
-        assert cuts >= 1
-        for name in stayers[::10]:  # some stop after the burst
-            await engine_cli.docker("stop", "-t", "0", f"{engine_cli.prefix}-{name}")
-        await assert_table_matches_engine(table, engine_cli)
-        assert len(ours_in_table(table, engine_cli)) == BURST - len(stayers[::10])
-    finally:
-        await proxy.down()
+    table = await start_watcher(proxy.url, backoff_initial=0.1,
+                                backoff_max=0.3)
+    net = f"{engine_cli.prefix}-burst"
+    await engine_cli.network("burst")
+    stayers = [f"b{i}" for i in range(BURST)]
+    # `--rm` containers running `true`: start, die and destroy before most inspections.
+    vanishing = [f"v{i}" for i in range(VANISHING)]
+    burst = asyncio.gather(_run_many(engine_cli, net, stayers),
+                           _run_many(engine_cli, net, vanishing, "--rm", "--entrypoint",
+                                     "true"))
+    cuts = await _cut_while(proxy, burst)
+    await burst
+    assert cuts >= 1
+    for name in stayers[::10]:  # some stop after the burst
+        await engine_cli.docker("stop", "-t", "0", f"{engine_cli.prefix}-{name}")
+    await assert_table_matches_engine(table, engine_cli)
+    assert len(ours_in_table(table, engine_cli)) == BURST - len(stayers[::10])
 
 
 async def test_periodic_reconcile_repairs_a_table_that_drifted(

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -174,34 +173,29 @@ async def test_default_bridge_container_is_known_without_names(
 # ----- losing the engine ---------------------------------------------------------------------
 
 async def test_engine_loss_keeps_table_then_resyncs(
-    engine_cli: Engine, start_watcher: WatcherFactory, proxy_path: Path
+    engine_cli: Engine, start_watcher: WatcherFactory, proxy: SocketProxy
 ) -> None:
-    proxy = SocketProxy(proxy_path)
+    table = await start_watcher(proxy.url, backoff_initial=0.1,
+                                backoff_max=0.4)
+    net = f"{engine_cli.prefix}-net"
+    stays, goes = f"{engine_cli.prefix}-stays", f"{engine_cli.prefix}-goes"
+    await engine_cli.network("net")
+    await engine_cli.run("stays", "--network", net)
+    await engine_cli.run("goes", "--network", net)
+    await eventually(lambda: holders(table, net, stays) and holders(table, net, goes),
+                     "both names before the outage")
+
+    await proxy.down()
+    await engine_cli.docker("rm", "-f", goes)
+    await engine_cli.run("late", "--network", net)
+    await asyncio.sleep(0.5)
+    assert holders(table, net, goes), "the last known table is kept while the engine is away"
+
     await proxy.up()
-    try:
-        table = await start_watcher(f"unix://{proxy_path}", backoff_initial=0.1,
-                                    backoff_max=0.4)
-        net = f"{engine_cli.prefix}-net"
-        stays, goes = f"{engine_cli.prefix}-stays", f"{engine_cli.prefix}-goes"
-        await engine_cli.network("net")
-        await engine_cli.run("stays", "--network", net)
-        await engine_cli.run("goes", "--network", net)
-        await eventually(lambda: holders(table, net, stays) and holders(table, net, goes),
-                         "both names before the outage")
-
-        await proxy.down()
-        await engine_cli.docker("rm", "-f", goes)
-        await engine_cli.run("late", "--network", net)
-        await asyncio.sleep(0.5)
-        assert holders(table, net, goes), "the last known table is kept while the engine is away"
-
-        await proxy.up()
-        await eventually(lambda: not holders(table, net, goes)
-                         and holders(table, net, f"{engine_cli.prefix}-late"),
-                         "resync drops what vanished and adds what appeared")
-        assert holders(table, net, stays)
-    finally:
-        await proxy.down()
+    await eventually(lambda: not holders(table, net, goes)
+                     and holders(table, net, f"{engine_cli.prefix}-late"),
+                     "resync drops what vanished and adds what appeared")
+    assert holders(table, net, stays)
 
 
 async def test_unreachable_engine_never_syncs_and_never_raises() -> None:
