@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from enum import Enum, StrEnum
+from typing import Final, Literal
 
 import dns.name
 import dns.rdata
@@ -18,7 +19,6 @@ import dns.rdtypes.IN.AAAA
 from dns.rcode import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
 from dns.rdatatype import AAAA, NS, PTR, SOA, A
 
-from resolver.config import AliasOrder
 from resolver.views import (
     Holder,
     View,
@@ -28,6 +28,14 @@ from resolver.views import (
 )
 
 IN = dns.rdataclass.IN
+
+
+class AliasOrder(StrEnum):
+    """How several holders of one name are answered (docs/order.md)."""
+
+    FIRST = "first"
+    ORDERED = "ordered"
+    SHUFFLE = "shuffle"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +60,18 @@ class LocalAnswer:
     shuffle: bool = False
 
 
-class _Forward:
-    def __repr__(self) -> str:
-        return "FORWARD"
+    @property
+    def answer_only(self) -> bool:
+        """Only answer records (none in other sections): the fast renderer can write it."""
+        return not self.authority
 
 
-FORWARD: Final = _Forward()
-Decision = LocalAnswer | _Forward
+class Verdict(Enum):
+    FORWARD = "forward"  # not ours: ask upstream
+
+
+FORWARD: Final = Verdict.FORWARD
+Decision = LocalAnswer | Literal[Verdict.FORWARD]
 
 REFUSED_ANSWER = LocalAnswer(REFUSED)
 NOT_SYNCED = LocalAnswer(SERVFAIL)  # CoreDNS TestNotSyncedServeDNS: never NXDOMAIN before sync

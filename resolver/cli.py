@@ -1,22 +1,27 @@
-# Command line (SPEC §8): `scopedns serve` and `python -m resolver serve`. Flags, each also read
-# from SCOPEDNS_<FLAG>, become one frozen Config; a bad flag or an address that cannot be bound
-# exits non-zero with a one-line reason. No logic beyond that lives here.
+# Command line (docs/design.md): `scopedns serve`, `scopedns snapshot`, and `python -m resolver`.
+# Every serve flag is one row of SERVE_FLAGS: how to read it, its default, its help. A value
+# comes from the flag, else from SCOPEDNS_<FLAG>, else the default, and goes through the same
+# check either way, so a bad value is one line naming the flag (and the variable). The result
+# is one frozen Config handed to resolver.server.serve; nothing else happens here.
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
 import os
-import signal
-import socket
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
+from typing import Any, NoReturn
 
+import dns.exception
+import dns.name
+import dns.resolver
+
+from resolver.answer import AliasOrder
 from resolver.config import (
-    DEFAULT_DOCKER,
+    DEFAULT_HOST_VIEW_FROM,
     DEFAULT_LISTEN,
     DEFAULT_MAX_FORWARDS,
     DEFAULT_RATE_LIMIT,
@@ -24,21 +29,15 @@ from resolver.config import (
     DEFAULT_TTL,
     DEFAULT_UPSTREAM_TIMEOUT,
     MAX_UPSTREAMS,
-    AliasOrder,
     Config,
-    Upstream,
+    HostPort,
     parse_host_port,
-    resolv_conf_upstreams,
 )
-from resolver.server import ListenError, Server, run_until_stopped
-from resolver.table import NameTable
-from resolver.views import DEFAULT_HOST_VIEW_FROM
-
-if TYPE_CHECKING:
-    from watchers.snapshot import SnapshotSource
 
 ENV_PREFIX = "SCOPEDNS_"
-REPEATABLE = {"listen", "upstream", "host_view_from"}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DOCKER_SCHEMES = ("unix://", "tcp://", "http://", "https://", "ssh://", "npipe://")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -46,178 +45,217 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"scopedns: error: {message}\n")
 
 
-def _env(dest: str, default: Any) -> Any:
-    value = os.environ.get(ENV_PREFIX + dest.upper())
-    if value is None:
-        return default
-    if dest in REPEATABLE:
-        return [item for item in value.replace(",", " ").split() if item]
-    return value
+# ----- value checks: each raises ValueError with what is wrong -----------------------------
+
+
+def _address(text: str) -> HostPort:
+    host, port = parse_host_port(text, 53)
+    try:
+        ip_address(host.split("%", 1)[0])
+    except ValueError:
+        raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
+    return host, port
+
+
+def _upstream(text: str) -> HostPort:
+    host, port = _address(text)  # a name would need resolving, perhaps through us: refused
+    if port == 0:
+        raise ValueError(f"{text!r}: port 0 is not a server's port")
+    return host, port
+
+
+def _number(kind: type[int] | type[float], low: float, strict: bool = False
+            ) -> Callable[[str], Any]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+                             ) from None
+        if value < low or (strict and value == low):
+            raise ValueError(f"{text!r} must be {'above' if strict else 'at least'} {low:g}")
+        return value
+    return parse
+
+
+def _one_of(choices: Sequence[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return text.lower()
+    return parse
+
+
+def _alias_order(text: str) -> AliasOrder:
+    return AliasOrder(_one_of([o.value for o in AliasOrder])(text))
+
+
+def _domain(text: str) -> str | None:
+    try:
+        name = dns.name.from_text(text.strip().strip(".") or ".")
+    except dns.exception.DNSException as error:
+        raise ValueError(f"{text!r} is not a domain name: {error}") from None
+    return name.to_text(omit_final_dot=True).lower() if name != dns.name.root else None
+
+
+def _cidr(text: str) -> Any:
+    try:
+        return ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an address or CIDR") from None
+
+
+def _docker_url(text: str) -> str:
+    if not text.startswith(DOCKER_SCHEMES):
+        raise ValueError(f"{text!r} is not an engine URL ({', '.join(DOCKER_SCHEMES)})")
+    return text
+
+
+def _switch(text: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a yes/no value ({', '.join(_TRUE)} or "
+                     f"{', '.join(f for f in _FALSE if f)})")
+
+
+# ----- the flags -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str  # without the dashes
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    repeatable: bool = False
+    switch: bool = False
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+SERVE_FLAGS = (
+    Flag("listen", _address, (DEFAULT_LISTEN,), "UDP and TCP listen address, repeatable "
+         "(default {}:{})".format(*DEFAULT_LISTEN), repeatable=True, metavar="ADDR:PORT"),
+    Flag("docker", _docker_url, None, "engine URL (default DOCKER_HOST or the local socket)"),
+    Flag("snapshot", str, None, "serve this snapshot (from `scopedns snapshot`) instead of an "
+         "engine; SIGHUP re-reads it", metavar="FILE"),
+    Flag("resync-interval", _number(float, 0), DEFAULT_RESYNC_INTERVAL, "seconds between full "
+         "reconciles with the engine, 0 = only after reconnects (default %(default)s)"),
+    Flag("upstream", _upstream, None, f"upstream server, repeatable, at most {MAX_UPSTREAMS} "
+         "(default: resolv.conf)", repeatable=True, metavar="HOST[:PORT]"),
+    Flag("no-upstream", _switch, False, "never forward; names that are not local get NXDOMAIN",
+         switch=True),
+    Flag("upstream-timeout", _number(float, 0, strict=True), DEFAULT_UPSTREAM_TIMEOUT,
+         "seconds per upstream try (default %(default)s; 5 s in all)"),
+    Flag("max-forwards", _number(int, 1), DEFAULT_MAX_FORWARDS,
+         "forwards in flight before REFUSED (default %(default)s)"),
+    Flag("ttl", _number(int, 0), DEFAULT_TTL,
+         "TTL of local answers (default %(default)s; Docker uses 600)"),
+    Flag("alias-order", _alias_order, AliasOrder.FIRST,
+         "several holders of a name: first, ordered or shuffle (default first)"),
+    Flag("domain", _domain, None, "authoritative zone suffix (optional)"),
+    Flag("host-view-from", _cidr, None, "sources that see every network, repeatable (default "
+         f"{' '.join(DEFAULT_HOST_VIEW_FROM)})", repeatable=True, metavar="CIDR"),
+    Flag("rate-limit", _number(float, 0), DEFAULT_RATE_LIMIT,
+         "queries per second per source before REFUSED (default 0: off)", metavar="QPS"),
+    Flag("rate-limit-burst", _number(float, 0), 0.0, "queries a source may send at once "
+         "before the limit applies (default: QPS)", metavar="N"),
+    Flag("log-level", _one_of(LOG_LEVELS), "info", f"{', '.join(LOG_LEVELS)} (default info)"),
+)
+
+
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse's type=: a ValueError becomes 'argument --flag: <reason>'."""
+    def check(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="scopedns", description="Docker-network-scoped DNS server")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     serve = commands.add_parser("serve", help="answer DNS queries from the engine's state")
-    _add_serve_flags(serve.add_argument)
-    _add_snapshot_command(commands)
+    for flag in SERVE_FLAGS:
+        if flag.switch:
+            serve.add_argument(f"--{flag.name}", action="store_true", default=None,
+                               help=flag.help)
+            continue
+        serve.add_argument(f"--{flag.name}", type=_checked(flag.parse), metavar=flag.metavar,
+                           action="append" if flag.repeatable else "store", help=flag.help)
+    snapshot = commands.add_parser("snapshot", help="write the engine's state to a snapshot file")
+    snapshot.add_argument("--docker", type=_checked(_docker_url),
+                          help="engine URL (default DOCKER_HOST or the local socket)")
+    snapshot.add_argument("--output", "-o", default="-", metavar="FILE|-",
+                          help="where to write it (default -: stdout)")
     return parser
 
 
-def _add_serve_flags(add: Callable[..., Any]) -> None:
-    add("--listen", action="append", metavar="ADDR:PORT",
-        help="UDP and TCP listen address, repeatable (default {}:{})".format(*DEFAULT_LISTEN))
-    add("--docker", default=_env("docker", os.environ.get("DOCKER_HOST", DEFAULT_DOCKER)),
-        help="engine URL (default DOCKER_HOST or %(default)s)")
-    add("--resync-interval", type=float,
-        default=_env("resync_interval", DEFAULT_RESYNC_INTERVAL),
-        help="seconds between full reconciles with the engine, 0 = only after reconnects "
-             "(default %(default)s)")
-    add("--upstream", action="append", metavar="HOST[:PORT]",
-        help=f"upstream server, repeatable, at most {MAX_UPSTREAMS} (default: resolv.conf)")
-    add("--no-upstream", action="store_true",
-        default=str(_env("no_upstream", "")).lower() in ("1", "true", "yes"),
-        help="never forward; names that are not local get NXDOMAIN")
-    add("--upstream-timeout", type=float,
-        default=_env("upstream_timeout", DEFAULT_UPSTREAM_TIMEOUT),
-        help="seconds per upstream try (default %(default)s; 5 s in all)")
-    add("--max-forwards", type=int, default=_env("max_forwards", DEFAULT_MAX_FORWARDS),
-        help="forwards in flight before REFUSED (default %(default)s)")
-    add("--ttl", type=int, default=_env("ttl", DEFAULT_TTL),
-        help="TTL of local answers (default %(default)s; Docker uses 600)")
-    add("--alias-order", choices=[o.value for o in AliasOrder],
-        default=_env("alias_order", AliasOrder.FIRST.value),
-        help="several holders of a name: first, ordered or shuffle (default %(default)s)")
-    add("--domain", default=_env("domain", None), help="authoritative zone suffix (optional)")
-    add("--host-view-from", action="append", metavar="CIDR",
-        help=f"sources that see every network (default {' '.join(DEFAULT_HOST_VIEW_FROM)})")
-    add("--rate-limit", type=float, metavar="QPS", default=_env("rate_limit", DEFAULT_RATE_LIMIT),
-        help="queries per second per source before REFUSED (default 0: off)")
-    add("--rate-limit-burst", type=float, metavar="N", default=_env("rate_limit_burst", 0),
-        help="queries a source may send at once before the limit applies (default: QPS)")
-    add("--log-level", default=_env("log_level", "info"),
-        choices=["debug", "info", "warning", "error"], help="(default %(default)s)")
-    add("--snapshot", metavar="FILE", default=_env("snapshot", None),
-        help="serve this snapshot (from `scopedns snapshot`) instead of an engine; "
-             "SIGHUP re-reads it")
-
-
-def _add_snapshot_command(commands: Any) -> None:
-    snapshot = commands.add_parser("snapshot", help="write the engine's state to a snapshot file")
-    snapshot.add_argument("--docker", default=os.environ.get("DOCKER_HOST", DEFAULT_DOCKER),
-                          help="engine URL (default DOCKER_HOST or %(default)s)")
-    snapshot.add_argument("--output", "-o", default="-", metavar="FILE|-",
-                          help="where to write it (default -: stdout)")
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Each serve flag's value: the command line's, else the environment's, else the default.
+    Raises ValueError naming the variable and the flag when the environment's is bad."""
+    values: dict[str, Any] = {}
+    for flag in SERVE_FLAGS:
+        given = getattr(args, flag.dest, None)
+        text = os.environ.get(flag.env)
+        if given is None and text is not None:
+            items = text.replace(",", " ").split() if flag.repeatable else [text]
+            try:
+                parsed = [flag.parse(item) for item in items]
+            except ValueError as error:
+                raise ValueError(f"{flag.env} (--{flag.name}): {error}") from None
+            given = parsed if flag.repeatable else parsed[0]
+        values[flag.dest] = flag.default if given is None or given == [] else given
+    return values
 
 
 def config_from_args(args: argparse.Namespace, resolv_conf: str = "/etc/resolv.conf") -> Config:
-    """Raises ValueError with a one-line reason."""
-    listen_texts = args.listen or _env("listen", None) or []
-    listen = tuple(parse_host_port(text, 53) for text in listen_texts) or (DEFAULT_LISTEN,)
-    upstream_texts = args.upstream or _env("upstream", None) or []
-    upstreams = tuple(Upstream(*parse_host_port(text, 53)) for text in upstream_texts)
-    for upstream in upstreams:
-        ip_address(upstream.host)  # a name would need resolving, perhaps through us: refuse
-    if args.no_upstream:
+    """The Config of `scopedns serve`. Raises ValueError with a one-line reason."""
+    values = flag_values(args)
+    upstreams: tuple[HostPort, ...] = tuple(values.pop("upstream") or ())
+    if values.pop("no_upstream"):
         upstreams = ()
     elif not upstreams:
-        path = Path(resolv_conf)
-        upstreams = resolv_conf_upstreams(path.read_text()) if path.exists() else ()
+        upstreams = resolv_conf_upstreams(resolv_conf)
     if len(upstreams) > MAX_UPSTREAMS:
-        raise ValueError(f"at most {MAX_UPSTREAMS} upstreams, got {len(upstreams)}")
-    for upstream in upstreams:
-        if forwards_to_itself(upstream, listen):
-            raise ValueError(f"upstream {upstream} is this server itself: a forwarding loop")
-    cidrs = args.host_view_from or _env("host_view_from", None) or list(DEFAULT_HOST_VIEW_FROM)
-    numbers = (float(args.upstream_timeout), int(args.max_forwards), int(args.ttl))
-    if numbers[0] <= 0 or numbers[1] < 1 or numbers[2] < 0:
-        raise ValueError("--upstream-timeout and --max-forwards must be positive, --ttl >= 0")
-    domain = args.domain.strip(".").lower() if args.domain else None
-    if float(args.resync_interval) < 0:
-        raise ValueError("--resync-interval must be >= 0")
-    rate_limit = _rate_limit(args)
-    return Config(listen=listen, docker=args.docker, resync_interval=float(args.resync_interval),
-                  upstreams=upstreams,
-                  upstream_timeout=numbers[0], max_forwards=numbers[1], ttl=numbers[2],
-                  alias_order=AliasOrder(args.alias_order), domain=domain or None,
-                  host_view_from=tuple(ip_network(c, strict=False) for c in cidrs),
-                  log_level=args.log_level, rate_limit=rate_limit[0],
-                  rate_limit_burst=rate_limit[1])
+        raise ValueError(f"--upstream: at most {MAX_UPSTREAMS} upstreams, got {len(upstreams)}")
+    host_view = values.pop("host_view_from")
+    if host_view is not None:
+        values["host_view_from"] = tuple(host_view)
+    return Config(upstreams=upstreams, **{**values, "listen": tuple(values["listen"])})
 
 
-def forwards_to_itself(upstream: Upstream, listen: Sequence[tuple[str, int]]) -> bool:
-    """Would queries to `upstream` reach one of our listen addresses? A wildcard listen on
-    port P is every local address on P; a `::` UDP socket takes IPv4 too (IPV6_V6ONLY is off
-    by default on Linux)."""
+def resolv_conf_upstreams(path: str) -> tuple[HostPort, ...]:
+    """The nameservers of a resolv.conf (read by dnspython), minus loopback ones: they may be
+    us, a forwarding loop (docs/forwarding.md)."""
     try:
-        target = _unmapped(upstream.host)
-    except ValueError:
-        return (upstream.host, upstream.port) in listen
-    for host, port in listen:
-        if port != upstream.port:
-            continue
+        servers = dns.resolver.Resolver(filename=path, configure=True).nameservers
+    except (dns.resolver.NoResolverConfiguration, OSError):
+        return ()
+    usable: list[HostPort] = []
+    for server in servers:
+        text = str(server)
         try:
-            bound = _unmapped(host)
+            if ip_address(text.split("%", 1)[0]).is_loopback:
+                continue
         except ValueError:
-            continue  # a listen name is not an address we could be asked on
-        if bound == target or (bound.is_unspecified and bound.version >= target.version
-                               and _is_local_address(target)):
-            return True
-    return False
+            continue
+        usable.append((text, 53))
+    return tuple(usable[:MAX_UPSTREAMS])
 
 
-def _unmapped(host: str) -> IPv4Address | IPv6Address:
-    address = ip_address(host)
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _is_local_address(address: IPv4Address | IPv6Address) -> bool:
-    """An address of this host: one a socket can bind, unless the host lets any address be
-    bound (net.ipv4.ip_nonlocal_bind): then only loopback and unspecified count."""
-    if address.is_loopback or address.is_unspecified:
-        return True
-    nowhere = ip_address("192.0.2.1" if address.version == 4 else "2001:db8::1")  # TEST-NET
-    return _bindable(address) and not _bindable(nowhere)
-
-
-def _bindable(address: IPv4Address | IPv6Address) -> bool:
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.bind((str(address), 0))
-    except OSError:
-        return False
-    return True
-
-
-def _rate_limit(args: argparse.Namespace) -> tuple[float, float]:
-    rate, burst = float(args.rate_limit), float(args.rate_limit_burst)
-    if rate < 0 or burst < 0:
-        raise ValueError("--rate-limit and --rate-limit-burst must be >= 0")
-    return rate, burst
-
-
-async def _serve(config: Config, snapshot: SnapshotSource | None = None) -> None:
-    from watchers.docker import DockerWatcher
-
-    async def follow_engine(table: NameTable) -> None:
-        watcher = DockerWatcher(table, config.docker, resync_interval=config.resync_interval)
-        try:
-            await watcher.run()
-        finally:
-            await watcher.close()
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    source: Callable[[NameTable], Coroutine[Any, Any, None]] = follow_engine
-    if snapshot is not None:
-        loop.add_signal_handler(signal.SIGHUP, snapshot.reload)
-        source = snapshot
-    await run_until_stopped(Server(config), source, stop)
+# ----- commands ------------------------------------------------------------------------------
 
 
 def _snapshot_command(args: argparse.Namespace) -> int:
@@ -225,11 +263,12 @@ def _snapshot_command(args: argparse.Namespace) -> int:
     from watchers.engine_api import ENGINE_ERRORS
     from watchers.snapshot import take_snapshot, write_snapshot
 
+    url = args.docker or os.environ.get(ENV_PREFIX + "DOCKER")
     try:
-        document = asyncio.run(take_snapshot(args.docker))
+        document = asyncio.run(take_snapshot(url))
     except ENGINE_ERRORS as error:
-        print(f"scopedns: error: cannot read the engine at {args.docker}: {error}",
-              file=sys.stderr)
+        print(f"scopedns: error: cannot read the engine at {url or 'the default socket'}: "
+              f"{error}", file=sys.stderr)
         return 1
     try:
         write_snapshot(document, args.output)
@@ -243,19 +282,9 @@ def _snapshot_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_snapshot(path: str | None) -> SnapshotSource | None:
-    """`serve --snapshot FILE`: read and check it now, so a bad file stops the start."""
-    from watchers.snapshot import SnapshotSource, load_snapshot
+def _serve_command(args: argparse.Namespace) -> int:
+    from resolver.server import StartError, serve
 
-    if not path:
-        return None
-    return SnapshotSource(Path(path), load_snapshot(Path(path)))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "snapshot":
-        return _snapshot_command(args)
     try:
         config = config_from_args(args)
     except (ValueError, OSError) as error:
@@ -263,21 +292,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from watchers.snapshot import SnapshotError
-
-    try:
-        snapshot = _load_snapshot(args.snapshot)
-    except SnapshotError as error:
-        print(f"scopedns: error: {error}", file=sys.stderr)
-        return 2
-    logging.getLogger("resolver").info("upstreams: %s", ", ".join(map(str, config.upstreams))
-                                       or "none (misses get NXDOMAIN)")
     try:
         import uvloop
-        uvloop.run(_serve(config, snapshot))
-    except ListenError as error:
+
+        uvloop.run(serve(config))
+    except StartError as error:
         print(f"scopedns: error: {error}", file=sys.stderr)
-        return 1
+        return error.exit_code
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "snapshot":
+        return _snapshot_command(args)
+    return _serve_command(args)

@@ -13,15 +13,26 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from dns.rcode import REFUSED, SERVFAIL
 
-from resolver.config import Upstream
 from resolver.wire import HEADER, QR, TC, Query, opt_record
 
 log = logging.getLogger(__name__)
 
 _TRY_NEXT = frozenset({SERVFAIL, REFUSED})
+
+
+class Upstream(NamedTuple):
+    """An upstream server: an address (never a name, which would need resolving, perhaps
+    through us) and a port."""
+
+    host: str
+    port: int = 53
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 class ForwardRefused(Exception):

@@ -18,16 +18,19 @@ from dns.rcode import BADVERS, SERVFAIL
 
 from resolver.answer import FORWARD, LocalAnswer, Policy, decide
 from resolver.ratelimit import RateLimiter, limited_reply
-from resolver.slowpath import ParsedSlow, parse_with_dnspython, render_with_dnspython
+from resolver.slowpath import (
+    ParsedSlow,
+    parse_any,
+    parse_with_dnspython,
+    query_of,
+    render_with_dnspython,
+)
 from resolver.table import NameTable
 from resolver.views import View
 from resolver.wire import (
-    SLOW,
-    TCP_MAX_SIZE,
     Query,
     Reject,
     encode_answer_records,
-    parse_query,
     reject_header,
     render,
     shuffled,
@@ -99,48 +102,23 @@ class Handler:
             return reject_header(qid, flags, SERVFAIL)
 
     def error_reply(self, query: Query, rcode: int, tcp: bool) -> bytes:
-        """An empty reply with `rcode`: SERVFAIL when forwarding failed (SPEC §6: never
-        silence), REFUSED past --max-forwards."""
-        return render(query, rcode, (), TCP_MAX_SIZE if tcp else query.max_udp_size())
+        """An empty reply with `rcode`: SERVFAIL when forwarding failed (never silence),
+        REFUSED past --max-forwards (docs/forwarding.md)."""
+        return render(query, rcode, (), query.max_size(tcp))
 
     def _handle(self, data: bytes, source: str, tcp: bool) -> Outcome:
-        parsed = parse_query(data)
+        """The one ladder for both parsers: reject, BADVERS, forward, or answer and keep."""
+        parsed = parse_any(data)
         if isinstance(parsed, Reject):
             return parsed.reply
-        if parsed is SLOW:
-            return self._handle_slow(data, source, tcp)
-        assert isinstance(parsed, Query)
-        max_size = TCP_MAX_SIZE if tcp else parsed.max_udp_size()
-        if _unsupported_edns(parsed):
-            return render(parsed, BADVERS, (), max_size)
-        prepared = self._prepare(source, parsed.qname, parsed.qtype)
-        if prepared is None:
-            return Forward(parsed, data)
-        answer = prepared.answer
-        if answer.authority:
-            slow = parse_with_dnspython(data)
-            if isinstance(slow, Reject):
-                return slow.reply
-            reply = render_with_dnspython(slow, answer, tcp)
-        else:
-            records = shuffled(prepared.records) if answer.shuffle else prepared.records
-            reply = render(parsed, answer.rcode, records, max_size, answer.authoritative)
-        if not tcp:
-            self._keep(source, data, reply, answer)
-        return reply
-
-    def _handle_slow(self, data: bytes, source: str, tcp: bool) -> Outcome:
-        parsed = parse_with_dnspython(data)
-        if isinstance(parsed, Reject):
-            return parsed.reply
-        query = parsed.query
+        query = query_of(parsed)
         if _unsupported_edns(query):
-            return render(query, BADVERS, (), TCP_MAX_SIZE if tcp else query.max_udp_size())
+            return render(query, BADVERS, (), query.max_size(tcp))
         prepared = self._prepare(source, query.qname, query.qtype)
         if prepared is None:
             return Forward(query, data)
-        reply = render_with_dnspython(parsed, prepared.answer, tcp)
-        if not tcp:
+        reply = _render(parsed, data, prepared, tcp)
+        if reply is not None and not tcp:
             self._keep(source, data, reply, prepared.answer)
         return reply
 
@@ -156,11 +134,6 @@ class Handler:
             self._replies.clear()
         self._replies[(view.key, data[2:])] = reply[2:]
 
-    def render_slow(self, parsed: ParsedSlow, source: str, tcp: bool) -> bytes | None:
-        """The dnspython rendering of the same answer the fast path gives (for tests)."""
-        prepared = self._prepare(source, parsed.query.qname, parsed.query.qtype)
-        return None if prepared is None else render_with_dnspython(parsed, prepared.answer, tcp)
-
     def _prepare(self, source: str, qname: str, qtype: int) -> Prepared | None:
         view = self._view(source)
         key = (view.key if view is not None else "", qname, qtype)
@@ -171,7 +144,6 @@ class Handler:
         decision = decide(view, self._table.synced, qname, qtype, self._policy)
         prepared = None
         if decision is not FORWARD:
-            assert isinstance(decision, LocalAnswer)
             rrs = [(record.rdata, record.ttl) for record in decision.records]
             prepared = Prepared(decision, encode_answer_records(qname, rrs))
         if len(self._answers) >= MAX_CACHED_ANSWERS:
@@ -200,6 +172,20 @@ class Handler:
         self._views.clear()
         self._answers.clear()
         self._replies.clear()
+
+
+def _render(parsed: Query | ParsedSlow, data: bytes, prepared: Prepared,
+            tcp: bool) -> bytes | None:
+    """The reply bytes: the fast renderer for a fast-parsed query whose answer has only
+    answer records, dnspython for everything else (both give the same bytes)."""
+    answer = prepared.answer
+    if isinstance(parsed, Query) and answer.answer_only:
+        records = shuffled(prepared.records) if answer.shuffle else prepared.records
+        return render(parsed, answer.rcode, records, parsed.max_size(tcp), answer.authoritative)
+    slow = parsed if isinstance(parsed, ParsedSlow) else parse_with_dnspython(data)
+    if isinstance(slow, Reject):
+        return slow.reply
+    return render_with_dnspython(slow, answer, slow.query.max_size(tcp))
 
 
 def _unsupported_edns(query: Query) -> bool:

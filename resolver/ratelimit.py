@@ -21,8 +21,8 @@ from enum import Enum
 
 from dns.rcode import REFUSED
 
-from resolver.slowpath import parse_with_dnspython
-from resolver.wire import SLOW, TCP_MAX_SIZE, Query, Reject, parse_query, render
+from resolver.slowpath import parse_any, query_of
+from resolver.wire import Reject, render
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,8 @@ def limited_reply(data: bytes, verdict: Limited, tcp: bool) -> bytes | None:
     the accept filter rejects gets its usual NOTIMP/FORMERR."""
     if verdict is Limited.DROP:
         return None
-    parsed = parse_query(data)
-    if parsed is SLOW:
-        slow = parse_with_dnspython(data)
-        parsed = slow if isinstance(slow, Reject) else slow.query
+    parsed = parse_any(data)
     if isinstance(parsed, Reject):
         return parsed.reply
-    assert isinstance(parsed, Query)
-    return render(parsed, REFUSED, (), TCP_MAX_SIZE if tcp else parsed.max_udp_size())
+    query = query_of(parsed)
+    return render(query, REFUSED, (), query.max_size(tcp))

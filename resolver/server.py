@@ -1,20 +1,25 @@
-# The composition root: one name table, its handler and forwarder, the UDP and TCP listeners on
-# every --listen address, and the state source feeding the table. Start, serve, close.
+# The composition root (docs/design.md): from one Config, the name table, its handler and
+# forwarder, the UDP and TCP listeners on every --listen address, and the state source that
+# feeds the table; `serve` runs them until SIGINT/SIGTERM. The check that no upstream is
+# ourselves lives here, where the listen addresses are bound.
 from __future__ import annotations
 
 import asyncio
 import errno
 import logging
+import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
-from resolver.answer import Policy
+from resolver.answer import AliasOrder, Policy
 from resolver.config import Config
-from resolver.forward import Forwarder
+from resolver.forward import Forwarder, Upstream
 from resolver.handler import Handler
+from resolver.loopcheck import forwards_to_itself
 from resolver.ratelimit import RateLimiter
+from resolver.sources import SourceError, StateSource, open_source
 from resolver.table import NameTable
 from resolver.tcp import TcpClients, TcpConnection
 from resolver.transport import Resolution
@@ -46,8 +51,19 @@ def enlarge_receive_buffer(sock: socket.socket, size: int) -> None:
     log.debug("udp receive buffer: %d bytes", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
-class ListenError(Exception):
+class StartError(Exception):
+    """The server cannot start; the message is one line. `exit_code` for the command line."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ListenError(StartError):
     """A --listen address could not be bound."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=1)
 
 
 def build_table(config: Config) -> NameTable:
@@ -58,7 +74,7 @@ class Server:
     def __init__(self, config: Config, table: NameTable | None = None) -> None:
         self.config = config
         self.table = table if table is not None else build_table(config)
-        policy = Policy(ttl=config.ttl, alias_order=config.alias_order,
+        policy = Policy(ttl=config.ttl, alias_order=AliasOrder(config.alias_order),
                         domain=config.domain, forwarding=bool(config.upstreams))
         limiter = None
         if config.rate_limit > 0:
@@ -66,7 +82,8 @@ class Server:
         self.handler = Handler(self.table, policy, limiter)
         forwarder = None
         if config.upstreams:
-            forwarder = Forwarder(config.upstreams, config.upstream_timeout,
+            forwarder = Forwarder([Upstream(*u) for u in config.upstreams],
+                                  config.upstream_timeout,
                                   config.upstream_budget, config.max_forwards)
         self.resolution = Resolution(self.handler, forwarder)
         self.tcp_clients = TcpClients(config.tcp_max_connections, config.tcp_max_per_source)
@@ -74,7 +91,8 @@ class Server:
         self.addresses: list[tuple[str, int]] = []
 
     async def start(self) -> None:
-        """Bind UDP and TCP on every listen address (port 0: one free port for both)."""
+        """Bind UDP and TCP on every listen address (port 0: one free port for both), then
+        refuse an upstream that is one of them (a forwarding loop)."""
         for host, port in self.config.listen:
             try:
                 self.addresses.append(await self._bind(host, port))
@@ -82,6 +100,15 @@ class Server:
                 await self.close()
                 reason = error.strerror or error
                 raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
+        for upstream in self.config.upstreams:
+            if forwards_to_itself(Upstream(*upstream), self.addresses):
+                await self.close()
+                raise StartError(f"upstream {Upstream(*upstream)} is this server itself: "
+                                 "a forwarding loop")
+        for host, port in self.addresses:
+            log.info("listening on %s port %d (udp, tcp)", host, port)
+        upstreams = ", ".join(str(Upstream(*u)) for u in self.config.upstreams)
+        log.info("upstreams: %s", upstreams or "none (misses get NXDOMAIN)")
 
     async def _bind(self, host: str, port: int) -> tuple[str, int]:
         """Port 0: the kernel picks a free UDP port, which TCP may hold already (a client's
@@ -116,7 +143,6 @@ class Server:
             udp.close()
             raise
         self._closers += [udp.close, tcp.close]
-        log.info("listening on %s port %d (udp, tcp)", host, port)
         return host, port
 
     async def close(self) -> None:
@@ -131,15 +157,30 @@ class Server:
             await asyncio.gather(*self.resolution.tasks, return_exceptions=True)
 
 
-async def run_until_stopped(server: Server,
-                            source: Callable[[NameTable], Coroutine[Any, Any, None]],
-                            stop: asyncio.Event) -> None:
-    """Serve until `stop` is set; the state source runs beside the listeners."""
+async def run_until_stopped(server: Server, source: StateSource, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set; the state source feeds the table beside the listeners."""
     await server.start()
-    feeding = asyncio.create_task(source(server.table), name="state-source")
+    feeding = asyncio.create_task(source.run(), name="state-source")
     try:
         await stop.wait()
     finally:
         feeding.cancel()
         await asyncio.gather(feeding, return_exceptions=True)
+        await source.close()
         await server.close()
+
+
+async def serve(config: Config) -> None:
+    """`scopedns serve`: everything `config` asks for, until SIGINT or SIGTERM; SIGHUP reloads
+    the state source. Raises StartError when it cannot start."""
+    server = Server(config)
+    try:
+        source = open_source(config, server.table)
+    except SourceError as error:
+        raise StartError(str(error)) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, source.reload)
+    await run_until_stopped(server, source, stop)

@@ -15,14 +15,15 @@ import dns.rrset
 from dns.rcode import FORMERR
 
 from resolver.answer import LocalAnswer
-from resolver.config import EDNS_PAYLOAD
 from resolver.wire import (
-    TCP_MAX_SIZE,
+    EDNS_PAYLOAD,
+    SLOW,
     UDP_DEFAULT_SIZE,
     Edns,
     Query,
     Reject,
     accept,
+    parse_query,
     reject_header,
     reply_flags,
 )
@@ -32,6 +33,16 @@ from resolver.wire import (
 class ParsedSlow:
     query: Query
     message: dns.message.Message
+
+
+def parse_any(data: bytes) -> Query | ParsedSlow | Reject:
+    """The fast parser, or dnspython for what it leaves (docs/answers.md: the two paths)."""
+    parsed = parse_query(data)
+    return parse_with_dnspython(data) if parsed is SLOW else parsed
+
+
+def query_of(parsed: Query | ParsedSlow) -> Query:
+    return parsed if isinstance(parsed, Query) else parsed.query
 
 
 def parse_with_dnspython(data: bytes) -> ParsedSlow | Reject:
@@ -89,7 +100,7 @@ def _response(query: dns.message.Message, rcode: int, authoritative: bool,
     return response
 
 
-def render_with_dnspython(parsed: ParsedSlow, answer: LocalAnswer, tcp: bool) -> bytes:
+def render_with_dnspython(parsed: ParsedSlow, answer: LocalAnswer, max_size: int) -> bytes:
     """Render `answer` with dnspython: one RRset per record, so truncation drops records one
     at a time from the end, as Docker does."""
     query = parsed.query
@@ -106,6 +117,5 @@ def render_with_dnspython(parsed: ParsedSlow, answer: LocalAnswer, tcp: bool) ->
         rrset = dns.rrset.RRset(name, record.rdata.rdclass, record.rdata.rdtype)
         rrset.add(record.rdata, record.ttl)
         response.authority.append(rrset)
-    max_size = TCP_MAX_SIZE if tcp else query.max_udp_size()
     return response.to_wire(max_size=max_size, prefer_truncation=True)
 

@@ -1,15 +1,16 @@
-# The name table: the only owner of name state. Sources (Docker watcher, snapshot, tests) hand it
-# typed records from resolver.model; every change is applied in one synchronous call, so a query
-# sees either the old table or the new one, never half of a change (style.md rule 2).
+# The name table: the only owner of name state (docs/design.md). Sources (the Docker watcher, a
+# snapshot file, tests) hand it typed records from resolver.model; every change is applied in
+# one synchronous call and ends by publishing a new immutable TableSnapshot, so a query sees
+# either the old table or the new one, never half of a change.
 #
-# Per network it keeps an immutable NetworkRecords index (name -> holders in registration order,
-# address -> PTR name), rebuilt only for the networks a change touches. Views (SPEC §2) are
-# derived from it per source address; callers cache them until the next change (on_change).
+# Per network it keeps an immutable NetworkRecords index (name -> holders in registration
+# order, address -> PTR name), rebuilt only for the networks a change touches; the map from
+# client address to container is updated for the containers that changed. Which view a client
+# gets is a pure function of the snapshot (resolver/views.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from ipaddress import IPv6Address
 
 from resolver.model import (
     ContainerInfo,
@@ -18,13 +19,20 @@ from resolver.model import (
     IPAddress,
     NetworkInfo,
 )
-from resolver.views import Holder, HostViewPolicy, NetworkRecords, View, ViewEntry
+from resolver.views import (
+    Holder,
+    HostViewPolicy,
+    NetworkRecords,
+    TableSnapshot,
+    View,
+    view_for,
+)
 
 RegistrationKey = tuple[str, str, str]  # (container id, network id, lower-cased name)
 
 
 class NameTable:
-    """Per-network names of running containers, and the views clients get of them."""
+    """Per-network names of running containers; publishes a snapshot after every change."""
 
     def __init__(self, host_view: HostViewPolicy | None = None) -> None:
         self._host_view = host_view or HostViewPolicy()
@@ -34,35 +42,44 @@ class NameTable:
         self._registered: dict[RegistrationKey, int] = {}
         self._next_seq = 0
         self._records: dict[str, NetworkRecords] = {}
-        self._client_ips: dict[IPAddress, str] = {}
+        # address -> the containers holding it, latest claim last (a reused address may be
+        # held twice for a moment, until the old holder's stop is applied).
+        self._claims: dict[IPAddress, list[str]] = {}
+        self._clients: dict[IPAddress, str] = {}  # address -> its latest claim
         self._listeners: list[Callable[[], None]] = []
-        self.synced = False
-        self.generation = 0
+        self._synced = False
+        self.snapshot = TableSnapshot(host_view=self._host_view)
 
     # ----- reading -------------------------------------------------------------------------
 
     @property
+    def synced(self) -> bool:
+        return self._synced
+
+    @property
+    def generation(self) -> int:
+        return self.snapshot.generation
+
+    @property
     def networks(self) -> tuple[NetworkInfo, ...]:
-        return tuple(self._networks.values())
+        return tuple(self.snapshot.networks.values())
 
     @property
     def containers(self) -> tuple[ContainerInfo, ...]:
-        return tuple(self._containers.values())
+        return tuple(self.snapshot.containers.values())
 
     def container(self, container_id: str) -> ContainerInfo | None:
-        return self._containers.get(container_id)
+        return self.snapshot.containers.get(container_id)
 
     def records(self, network_id: str) -> NetworkRecords | None:
-        return self._records.get(network_id)
+        return self.snapshot.records.get(network_id)
 
     def view_for(self, source: IPAddress) -> View | None:
-        """The view a client at `source` gets (SPEC §2), or None: REFUSED."""
-        if isinstance(source, IPv6Address) and source.ipv4_mapped is not None:
-            source = source.ipv4_mapped
-        return self._build_view(source)
+        """The view a client at `source` gets now, or None: REFUSED (docs/views.md)."""
+        return view_for(self.snapshot, source)
 
     def on_change(self, listener: Callable[[], None]) -> None:
-        """Call `listener` after every change (answer caches hang on this)."""
+        """Call `listener` after every change, once the new snapshot is published."""
         self._listeners.append(listener)
 
     # ----- changing ------------------------------------------------------------------------
@@ -85,9 +102,13 @@ class NameTable:
             for key in self._registration_keys(container):
                 seq = None if restarted else previous.get(key)
                 self._registered[key] = seq if seq is not None else self._take_seq()
-        self._rebuild_members()
+        self._members = {}
+        self._claims = {}
+        self._clients = {}
+        for container in ordered:
+            self._set_membership(None, container)
+        self._synced = True
         self._rebuild(self._networks.keys())
-        self.synced = True
 
     def upsert_network(self, network: NetworkInfo) -> None:
         self._networks[network.id] = network
@@ -96,14 +117,14 @@ class NameTable:
     def remove_network(self, network_id: str) -> None:
         if self._networks.pop(network_id, None) is None and network_id not in self._members:
             return
-        for cid, container in list(self._containers.items()):
-            kept = tuple(e for e in container.endpoints if e.network_id != network_id)
-            if len(kept) != len(container.endpoints):
-                self._containers[cid] = replace(container, endpoints=kept)
+        for cid in list(self._members.get(network_id, {})):
+            old = self._containers[cid]
+            kept = tuple(e for e in old.endpoints if e.network_id != network_id)
+            self._containers[cid] = replace(old, endpoints=kept)
+            self._set_membership(old, self._containers[cid])
         self._registered = {k: v for k, v in self._registered.items() if k[1] != network_id}
         self._members.pop(network_id, None)
-        self._records.pop(network_id, None)
-        self._changed()
+        self._rebuild([network_id])
 
     def upsert_container(self, container: ContainerInfo) -> None:
         """A running container as it is now: new endpoints and names join at the end of their
@@ -149,17 +170,27 @@ class NameTable:
         return {e.network_id for e in old.endpoints}
 
     def _set_membership(self, old: ContainerInfo | None, new: ContainerInfo | None) -> None:
+        """Move one container's endpoints and client addresses from `old` to `new`."""
+        old_addresses = set() if old is None else _addresses(old)
+        new_addresses = set() if new is None else _addresses(new)
         if old is not None:
             for ep in old.endpoints:
                 self._members.get(ep.network_id, {}).pop(old.id, None)
+            for address in old_addresses - new_addresses:
+                claims = self._claims.get(address, [])
+                if old.id in claims:
+                    claims.remove(old.id)
+                if claims:
+                    self._clients[address] = claims[-1]
+                else:
+                    self._claims.pop(address, None)
+                    self._clients.pop(address, None)
         if new is not None:
             for ep in new.endpoints:
                 self._members.setdefault(ep.network_id, {})[new.id] = ep
-
-    def _rebuild_members(self) -> None:
-        self._members = {}
-        for container in self._containers.values():
-            self._set_membership(None, container)
+            for address in new_addresses - old_addresses:
+                self._claims.setdefault(address, []).append(new.id)
+                self._clients[address] = new.id
 
     def _rebuild(self, network_ids: Iterable[str]) -> None:
         for nid in set(network_ids):
@@ -168,7 +199,7 @@ class NameTable:
                 self._records.pop(nid, None)
                 continue
             self._records[nid] = self._index_network(network)
-        self._changed()
+        self._publish()
 
     def _index_network(self, network: NetworkInfo) -> NetworkRecords:
         holders: dict[str, list[tuple[int, Holder]]] = {}
@@ -181,53 +212,19 @@ class NameTable:
                 holders.setdefault(key, []).append((seq, holder))
         return NetworkRecords.build(network, holders)
 
-    def _changed(self) -> None:
-        self._client_ips = {
-            addr: cid
-            for cid, container in self._containers.items()
-            for ep in container.endpoints
-            for addr in ep.addresses
-        }
-        self.generation += 1
+    def _publish(self) -> None:
+        self.snapshot = TableSnapshot(
+            generation=self.snapshot.generation + 1,
+            synced=self._synced,
+            networks=dict(self._networks),
+            containers=dict(self._containers),
+            records=dict(self._records),
+            clients=dict(self._clients),
+            host_view=self._host_view,
+        )
         for listener in self._listeners:
             listener()
 
-    def _build_view(self, source: IPAddress) -> View | None:
-        cid = self._client_ips.get(source)
-        if cid is not None:
-            return self._container_view(self._containers[cid])
-        for network in self._sorted_networks(self._networks.values()):
-            if network.user_defined and any(source in net for net in network.subnets):
-                return View(f"n:{network.id}", (ViewEntry(self._records[network.id]),),
-                            may_forward=not network.internal)
-        if self._host_view.admits(source):
-            entries = tuple(ViewEntry(self._records[n.id])
-                            for n in self._sorted_networks(self._networks.values())
-                            if n.user_defined and n.id in self._records)
-            return View("h", entries, may_forward=True)
-        return None
 
-    def _container_view(self, container: ContainerInfo) -> View:
-        entries: list[tuple[NetworkInfo, ViewEntry]] = []
-        may_forward = False
-        for ep in container.endpoints:
-            network = self._networks.get(ep.network_id)
-            if network is None:
-                continue
-            may_forward = may_forward or not network.internal
-            records = self._records.get(network.id)
-            if network.user_defined and records is not None:
-                links = {link.alias.lower(): link.target.lower() for link in ep.links}
-                entries.append((network, ViewEntry(records, links)))
-        entries.sort(key=lambda pair: _endpoint_order(pair[0]))
-        return View(f"c:{container.id}", tuple(e for _, e in entries), may_forward,
-                    container.ndots_set)
-
-    @staticmethod
-    def _sorted_networks(networks: Iterable[NetworkInfo]) -> list[NetworkInfo]:
-        return sorted(networks, key=_endpoint_order)
-
-
-def _endpoint_order(network: NetworkInfo) -> tuple[bool, int, str]:
-    """Docker's Endpoint.Less: internal last, more gateway families first, then by name."""
-    return (network.internal, -network.gateway_families, network.name)
+def _addresses(container: ContainerInfo) -> set[IPAddress]:
+    return {address for ep in container.endpoints for address in ep.addresses}

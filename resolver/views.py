@@ -1,16 +1,17 @@
-# What a client sees (SPEC §2-§3): immutable per-network indexes built by the name table, the
-# views made of them, and Docker's lookup algorithm over a view (reference/docker-dns.md §4, §6).
-# Pure data and functions: no I/O, no mutation after construction.
+# What a client sees (docs/views.md, docs/names.md): the immutable snapshot the name table
+# publishes after every change, the per-network indexes in it, which view a client gets of it
+# (a pure function of snapshot and client), and Docker's lookup over a view. Pure data and
+# functions: no I/O, no mutation after construction.
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
-from resolver.model import IPAddress, IPNetwork, NetworkInfo
+from resolver.model import ContainerInfo, IPAddress, IPNetwork, NetworkInfo
 
-# Loopback only: the host itself may see every network, nobody else by default (SPEC §2).
-DEFAULT_HOST_VIEW_FROM = ("127.0.0.0/8", "::1/128")
+# Without configuration, loopback only: the host itself may see every network, nobody else.
+LOOPBACK_SOURCES = ("127.0.0.0/8", "::1/128")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +78,78 @@ class View:
 class HostViewPolicy:
     """Which sources get the host view (`--host-view-from`)."""
 
-    sources: tuple[IPNetwork, ...] = tuple(ip_network(c) for c in DEFAULT_HOST_VIEW_FROM)
+    sources: tuple[IPNetwork, ...] = tuple(ip_network(c) for c in LOOPBACK_SOURCES)
 
     def admits(self, source: IPAddress) -> bool:
         return any(source.version == net.version and source in net for net in self.sources)
+
+
+@dataclass(frozen=True, slots=True)
+class TableSnapshot:
+    """The name table as of one change: what every answer is computed from. The table builds
+    a new one per change and never edits a published one (its mappings are not shared with
+    the table's working state)."""
+
+    generation: int = 0
+    synced: bool = False
+    networks: Mapping[str, NetworkInfo] = field(default_factory=dict)
+    containers: Mapping[str, ContainerInfo] = field(default_factory=dict)
+    records: Mapping[str, NetworkRecords] = field(default_factory=dict)
+    clients: Mapping[IPAddress, str] = field(default_factory=dict)  # address -> container id
+    host_view: HostViewPolicy = field(default_factory=HostViewPolicy)
+
+
+def view_for(snapshot: TableSnapshot, source: IPAddress) -> View | None:
+    """The view a client at `source` gets (docs/views.md): its container's, else the network
+    view of a user-defined subnet holding it, else the host view, else None (REFUSED)."""
+    if isinstance(source, IPv6Address) and source.ipv4_mapped is not None:
+        source = source.ipv4_mapped
+    container_id = snapshot.clients.get(source)
+    if container_id is not None:
+        return container_view(snapshot, container_id)
+    for network in sorted_networks(snapshot.networks.values()):
+        records = snapshot.records.get(network.id)
+        if network.user_defined and records is not None and any(
+                source in subnet for subnet in network.subnets):
+            return View(f"n:{network.id}", (ViewEntry(records),),
+                        may_forward=not network.internal)
+    if snapshot.host_view.admits(source):
+        entries = tuple(ViewEntry(snapshot.records[n.id])
+                        for n in sorted_networks(snapshot.networks.values())
+                        if n.user_defined and n.id in snapshot.records)
+        return View("h", entries, may_forward=True)
+    return None
+
+
+def container_view(snapshot: TableSnapshot, container_id: str) -> View | None:
+    """The view of a known container, whatever address it asks from: its user-defined
+    networks in Docker's endpoint order with its link aliases; None if it is not running."""
+    container = snapshot.containers.get(container_id)
+    if container is None:
+        return None
+    entries: list[tuple[NetworkInfo, ViewEntry]] = []
+    may_forward = False
+    for endpoint in container.endpoints:
+        network = snapshot.networks.get(endpoint.network_id)
+        if network is None:
+            continue
+        may_forward = may_forward or not network.internal
+        records = snapshot.records.get(network.id)
+        if network.user_defined and records is not None:
+            links = {link.alias.lower(): link.target.lower() for link in endpoint.links}
+            entries.append((network, ViewEntry(records, links)))
+    entries.sort(key=lambda pair: endpoint_order(pair[0]))
+    return View(f"c:{container.id}", tuple(entry for _, entry in entries), may_forward,
+                container.ndots_set)
+
+
+def endpoint_order(network: NetworkInfo) -> tuple[bool, int, str]:
+    """Docker's Endpoint.Less: internal last, more gateway families first, then by name."""
+    return (network.internal, -network.gateway_families, network.name)
+
+
+def sorted_networks(networks: Iterable[NetworkInfo]) -> list[NetworkInfo]:
+    return sorted(networks, key=endpoint_order)
 
 
 def candidate_splits(name: str) -> list[tuple[str, str | None]]:

@@ -9,13 +9,12 @@ import random
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from enum import Enum
+from typing import Final, Literal, NamedTuple
 
 import dns.name
 import dns.rdata
 from dns.rcode import FORMERR, NOTIMP
-
-from resolver.config import EDNS_PAYLOAD
 
 HEADER: Final = struct.Struct("!HHHHHH")
 QR: Final = 0x8000
@@ -31,6 +30,8 @@ EDNS_DO: Final = 0x8000
 OPT_TYPE: Final = 41
 CLASS_IN: Final = 1
 UDP_DEFAULT_SIZE: Final = 512  # RFC 1035 §4.2.1
+# Our EDNS payload size (RFC 6891 §6.2.5, DNS flag day 2020): avoids IP fragmentation.
+EDNS_PAYLOAD: Final = 1232
 TCP_MAX_SIZE: Final = 65535
 _OPT_TAIL: Final = struct.Struct("!HHBBHH")  # type, payload, ext-rcode, version, flags, rdlen
 _TYPE_CLASS: Final = struct.Struct("!HH")
@@ -39,12 +40,11 @@ _PLAIN: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 _PLAIN_OR_DOT: Final = _PLAIN + b"."
 
 
-class _Slow:
-    def __repr__(self) -> str:
-        return "SLOW"
+class Route(Enum):
+    SLOW = "slow"  # not for the fast parser: dnspython decides (resolver/slowpath.py)
 
 
-SLOW: Final = _Slow()
+SLOW: Final = Route.SLOW
 
 
 # Edns and Query are built for every parsed query: NamedTuples, as immutable as frozen
@@ -70,6 +70,10 @@ class Query(NamedTuple):
         if self.edns is None:
             return UDP_DEFAULT_SIZE
         return max(UDP_DEFAULT_SIZE, min(self.edns.payload, TCP_MAX_SIZE))
+
+    def max_size(self, tcp: bool) -> int:
+        """How large a reply to this query may be: whole over TCP, else the UDP limit."""
+        return TCP_MAX_SIZE if tcp else self.max_udp_size()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,7 @@ def accept(data: bytes) -> Reject | None:
     return None
 
 
-def parse_query(data: bytes) -> Query | Reject | _Slow:
+def parse_query(data: bytes) -> Query | Reject | Literal[Route.SLOW]:
     """Accept filter, then the question and an optional lone OPT record."""
     rejected = accept(data)
     if rejected is not None:

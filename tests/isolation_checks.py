@@ -12,8 +12,7 @@ import dns.rdatatype
 from dns.rcode import Rcode
 from dns.rcode import to_text as rcode_text
 
-from resolver.answer import FORWARD, LocalAnswer, Policy, decide
-from resolver.config import AliasOrder
+from resolver.answer import FORWARD, AliasOrder, LocalAnswer, Policy, decide
 from resolver.handler import Forward, Handler
 from resolver.table import NameTable
 from resolver.views import View

@@ -10,8 +10,7 @@ import dns.rdatatype
 import pytest
 from dns.rcode import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
 
-from resolver.answer import FORWARD, LocalAnswer, Policy, decide
-from resolver.config import AliasOrder
+from resolver.answer import FORWARD, AliasOrder, LocalAnswer, Policy, decide
 from resolver.table import NameTable
 from resolver.views import HostViewPolicy
 from tests.topology import Topology, attach, container, network

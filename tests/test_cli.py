@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from resolver.cli import build_parser, config_from_args
-from resolver.config import AliasOrder, Config, Upstream
+from resolver.answer import AliasOrder
+from resolver.cli import SERVE_FLAGS, build_parser, config_from_args, main
+from resolver.config import Config
+from resolver.forward import Upstream
 
 
 def config(argv: list[str], tmp_path: Path, resolv: str = "") -> Config:
@@ -58,11 +60,70 @@ def test_no_upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert config([], tmp_path, "nameserver 192.0.2.1\n").upstreams == ()
 
 
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    """Exit code and stderr lines of `scopedns ARGV`, as a shell sees them."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
 @pytest.mark.parametrize("argv", [["--upstream", "dns.example.invalid"],
                                   ["--upstream", "127.0.0.1:5353"]])
-def test_refused_upstreams(argv: list[str], tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        config(argv, tmp_path)
+def test_refused_upstreams(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A name (it would need resolving, perhaps through us) and ourselves (a loop, found once
+    the listener is bound) are both refused with one line."""
+    code, lines = run_main(["serve", "--listen", "127.0.0.1:5353", *argv,
+                            "--docker", "unix:///nonexistent/docker.sock"], capsys)
+    assert code == 2 and len(lines) == 1 and "upstream" in lines[0]
+
+
+# One bad value per flag: (flag, value, words the one-line reason must contain).
+BAD_VALUES = [
+    ("listen", "h:x", "port"), ("listen", "localhost:53", "not an IP address"),
+    ("listen", "127.0.0.1:70000", "port"), ("docker", "docker.sock", "engine URL"),
+    ("resync-interval", "-1", "at least 0"), ("resync-interval", "soon", "not a number"),
+    ("upstream", "192.0.2.1:0", "port 0"), ("upstream-timeout", "0", "above 0"),
+    ("max-forwards", "0", "at least 1"), ("max-forwards", "1.5", "not an integer"),
+    ("ttl", "-5", "at least 0"), ("alias-order", "random", "first, ordered, shuffle"),
+    ("domain", "a..b", "not a domain name"), ("host-view-from", "10.0.0.0/33", "CIDR"),
+    ("rate-limit", "-1", "at least 0"), ("rate-limit-burst", "many", "not a number"),
+    ("log-level", "verbose", "debug, info, warning, error"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value", "reason"), BAD_VALUES,
+                         ids=[f"{f}={v}" for f, v, _ in BAD_VALUES])
+def test_a_bad_flag_value_is_one_line_naming_the_flag(
+        flag: str, value: str, reason: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = run_main(["serve", f"--{flag}", value], capsys)
+    assert code == 2 and len(lines) == 1
+    assert f"--{flag}" in lines[0] and reason in lines[0], lines
+
+
+@pytest.mark.parametrize(("flag", "value", "reason"), BAD_VALUES,
+                         ids=[f"{f}={v}" for f, v, _ in BAD_VALUES])
+def test_a_bad_environment_value_is_one_line_naming_variable_and_flag(
+        flag: str, value: str, reason: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    variable = "SCOPEDNS_" + flag.replace("-", "_").upper()
+    monkeypatch.setenv(variable, value)
+    code, lines = run_main(["serve"], capsys)
+    assert code == 2 and len(lines) == 1
+    assert variable in lines[0] and f"--{flag}" in lines[0] and reason in lines[0], lines
+
+
+def test_a_bad_switch_in_the_environment(capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCOPEDNS_NO_UPSTREAM", "perhaps")
+    code, lines = run_main(["serve"], capsys)
+    assert code == 2 and "SCOPEDNS_NO_UPSTREAM (--no-upstream)" in lines[0]
+
+
+def test_every_flag_has_a_bad_value_case() -> None:
+    checked = {flag for flag, _, _ in BAD_VALUES} | {"no-upstream", "snapshot"}
+    assert checked == {flag.name for flag in SERVE_FLAGS}
 
 
 def test_resync_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,5 +131,5 @@ def test_resync_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert config(["--resync-interval", "0"], tmp_path).resync_interval == 0.0
     monkeypatch.setenv("SCOPEDNS_RESYNC_INTERVAL", "60")
     assert config([], tmp_path).resync_interval == 60.0
-    with pytest.raises(ValueError):
+    with pytest.raises(SystemExit):  # refused by the flag's check (exit 2, one line)
         config(["--resync-interval", "-1"], tmp_path)

@@ -18,7 +18,8 @@ import dns.rcode
 import pytest
 import uvloop
 
-from resolver.config import Config, Upstream
+from resolver.config import Config
+from resolver.forward import Upstream
 from resolver.framing import TcpFramer
 from resolver.server import UDP_RECEIVE_BUFFER, Server, enlarge_receive_buffer
 from tests.fakes import FAKE_ADDRESS, FakeUpstream

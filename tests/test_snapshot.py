@@ -25,8 +25,7 @@ import dns.reversename
 import pytest
 
 from bench.suite.procs import free_port
-from resolver.answer import Policy
-from resolver.config import AliasOrder
+from resolver.answer import AliasOrder, Policy
 from resolver.handler import Handler
 from resolver.table import NameTable
 from tests.conftest import WatcherFactory

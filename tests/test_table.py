@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from ipaddress import ip_address
 
-from resolver.answer import LocalAnswer, Policy, decide
-from resolver.config import AliasOrder
+from resolver.answer import AliasOrder, LocalAnswer, Policy, decide
 from resolver.model import EngineState
 from resolver.table import NameTable
 from tests.topology import Topology, attach, container, network

@@ -20,7 +20,9 @@ import dns.rcode
 import pytest
 import uvloop
 
-from resolver.config import AliasOrder, Config, Upstream
+from resolver.answer import AliasOrder
+from resolver.config import Config
+from resolver.forward import Upstream
 from resolver.framing import TcpFramer, frame
 from resolver.server import Server
 from resolver.tcp import MAX_PENDING, TcpClients, TcpConnection

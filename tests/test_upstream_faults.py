@@ -9,7 +9,6 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import dns.asyncquery
 import dns.flags
@@ -19,8 +18,10 @@ import pytest
 import uvloop
 
 from resolver import forward
-from resolver.cli import build_parser, config_from_args, main
-from resolver.config import Config, Upstream
+from resolver.cli import main
+from resolver.config import Config, parse_host_port
+from resolver.forward import Upstream
+from resolver.loopcheck import forwards_to_itself
 from resolver.server import ListenError, Server
 from resolver.transport import LogEvery
 from resolver.wire import Query, parse_query
@@ -331,9 +332,10 @@ def test_spoof_defences_hold_on_uvloop() -> None:
 
 # ----- an upstream that is scopedns itself -------------------------------------------------------
 
-def configure(tmp_path: Path, *argv: str) -> Config:
-    return config_from_args(build_parser().parse_args(["serve", *argv]),
-                            str(tmp_path / "no-resolv.conf"))
+def is_loop(listen: str, upstream: str) -> bool:
+    """The start-up check as the server runs it once `listen` is bound."""
+    return forwards_to_itself(Upstream(*parse_host_port(upstream, 53)),
+                              [parse_host_port(listen, 53)])
 
 
 def an_interface_address() -> str | None:
@@ -358,19 +360,16 @@ def an_interface_address() -> str | None:
     ("[::]:5353", "[::ffff:127.0.0.1]:5353"),
     ("127.0.0.1:5353", "[::ffff:127.0.0.1]:5353"),
 ])
-def test_upstream_that_is_this_server_is_refused(tmp_path: Path, listen: str,
-                                                 upstream: str) -> None:
-    with pytest.raises(ValueError, match="is this server itself"):
-        configure(tmp_path, "--listen", listen, "--upstream", upstream)
+def test_upstream_that_is_this_server_is_refused(listen: str, upstream: str) -> None:
+    assert is_loop(listen, upstream)
 
 
-def test_upstream_on_a_local_interface_behind_a_wildcard_is_refused(tmp_path: Path) -> None:
+def test_upstream_on_a_local_interface_behind_a_wildcard_is_refused() -> None:
     address = an_interface_address()
     if address is None:
         pytest.skip("no non-loopback IPv4 address on this host")
-    with pytest.raises(ValueError, match="is this server itself"):
-        configure(tmp_path, "--listen", "0.0.0.0:53", "--upstream", address)
-    assert configure(tmp_path, "--listen", "127.0.0.1:53", "--upstream", address).upstreams
+    assert is_loop("0.0.0.0:53", address)
+    assert not is_loop("127.0.0.1:53", address)
 
 
 @pytest.mark.parametrize(("listen", "upstream"), [
@@ -378,15 +377,24 @@ def test_upstream_on_a_local_interface_behind_a_wildcard_is_refused(tmp_path: Pa
     ("0.0.0.0:5353", "192.0.2.1:5353"),  # not an address of this host
     ("127.0.0.1:5353", "127.0.0.2:5353"),  # a specific listen: only that address is us
 ])
-def test_other_upstreams_are_accepted(tmp_path: Path, listen: str, upstream: str) -> None:
-    assert configure(tmp_path, "--listen", listen, "--upstream", upstream).upstreams
+def test_other_upstreams_are_accepted(listen: str, upstream: str) -> None:
+    assert not is_loop(listen, upstream)
 
 
 def test_main_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["serve", "--listen", "0.0.0.0:5353", "--upstream", "127.0.0.9:5353"])
+    port = free_udp_and_tcp_port()
+    code = main(["serve", "--listen", f"0.0.0.0:{port}", "--upstream", f"127.0.0.9:{port}",
+                 "--docker", "unix:///nonexistent/docker.sock"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1
-    assert "upstream 127.0.0.9:5353 is this server itself" in lines[0]
+    assert f"upstream 127.0.0.9:{port} is this server itself" in lines[0]
+
+
+def free_udp_and_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("0.0.0.0", 0))
+        port: int = udp.getsockname()[1]
+    return port
 
 
 def test_a_flood_of_the_same_warning_is_one_line_per_interval(

@@ -1,8 +1,10 @@
-# The engine's HTTP API as the watcher and `scopedns snapshot` use it, through aiodocker: the
-# full listing (networks, then every running container inspected with bounded concurrency), one
-# object's inspect (404 = gone), the engine's clock, the event stream read with timeouts that
-# lose nothing, and closing a client quietly. aiodocker is only partly typed: its values are Any
-# here and become our records in translate.py.
+# The engine's HTTP API as the watcher and `scopedns snapshot` use it: the Engine protocol the
+# watcher is written against (so its logic is tested with an in-memory engine, tests/
+# memory_engine.py) and DockerEngine, its implementation over aiodocker: the full listing
+# (networks, then every running container inspected with bounded concurrency), one object's
+# inspect (404 = gone), the engine's clock, the raw event stream read with timeouts that lose
+# nothing, and closing quietly. Raw JSON only: translate.py turns it into records and the
+# watcher classifies events (docs/failures.md, "engine loss").
 from __future__ import annotations
 
 import asyncio
@@ -10,13 +12,14 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
+import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 from aiodocker.networks import DockerNetwork
 
-from watchers.translate import EventAction, classify_event, engine_time_nano
+from watchers.translate import engine_time_nano, since_param
 
 log = logging.getLogger("watchers.docker")
 
@@ -29,6 +32,7 @@ PROGRESS_EVERY = 500
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
 # aiodocker's status for "could not reach the engine" (a connection error, not an HTTP status).
 _UNREACHABLE = 900
+_EVENT_FILTERS = {"type": ["container", "network"]}
 
 # What reaching the engine can fail with: aiodocker's errors, aiohttp's, sockets, timeouts.
 ENGINE_ERRORS: tuple[type[BaseException], ...] = (
@@ -48,17 +52,44 @@ class StreamEnded(Exception):
     """The engine closed the event stream without an error."""
 
 
+class EventFeed(Protocol):
+    """An engine's event stream, in order, from the moment it was subscribed (or `since`)."""
+
+    async def next(self, timeout: float | None) -> Mapping[str, Any] | None:
+        """The next raw event, or None after `timeout` seconds without one. Raises StreamEnded
+        (or an engine error) when the stream is over."""
+
+    def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    """What the watcher needs of an engine; DockerEngine is the real one."""
+
+    async def now(self) -> int | None:
+        """The engine's clock in nanoseconds (events are stamped with it, not ours)."""
+
+    def subscribe(self, since_ns: int | None) -> EventFeed:
+        """Container and network events from `since_ns` on (replayed), or from now."""
+
+    async def listing(self, concurrency: int) -> EngineListing: ...
+
+    async def container(self, container_id: str) -> Mapping[str, Any] | Lookup: ...
+
+    async def network(self, network_id: str) -> Mapping[str, Any] | Lookup: ...
+
+    async def close(self) -> None: ...
+
+
 class EventStream:
-    """The engine's event stream, read with timeouts that never lose an event: a read still in
+    """aiodocker's event stream, read with timeouts that never lose an event: a read still in
     flight when the timeout strikes is kept for the next call."""
 
-    def __init__(self, docker: Any, subscriber: Any) -> None:
+    def __init__(self, docker: aiodocker.Docker, subscriber: Any) -> None:
         self._docker = docker
         self._subscriber = subscriber
         self._reading: asyncio.Future[Any] | None = None
 
-    async def next(self, timeout: float | None) -> EventAction | None:
-        """The next event's action, or None after `timeout` seconds without one."""
+    async def next(self, timeout: float | None) -> Mapping[str, Any] | None:
         if self._reading is None:
             self._reading = asyncio.ensure_future(self._subscriber.get())
         done, _ = await asyncio.wait({self._reading}, timeout=timeout)
@@ -68,7 +99,7 @@ class EventStream:
         if event is None:
             raise_stream_failure(self._docker)
             raise StreamEnded("event stream ended")
-        return classify_event(event)
+        return event if isinstance(event, Mapping) else {}
 
     def close(self) -> None:
         if self._reading is not None:
@@ -85,7 +116,39 @@ class EngineListing:
     containers: tuple[Mapping[str, Any], ...]
 
 
-async def list_engine(docker: Any, concurrency: int = INSPECT_CONCURRENCY) -> EngineListing:
+class DockerEngine:
+    """The Engine protocol over aiodocker, for one connection cycle."""
+
+    def __init__(self, url: str | None) -> None:
+        self._docker = aiodocker.Docker(url=url, timeout=REQUEST_TIMEOUT)
+
+    async def now(self) -> int | None:
+        return await engine_now(self._docker)
+
+    def subscribe(self, since_ns: int | None) -> EventStream:
+        params: dict[str, Any] = {"filters": _EVENT_FILTERS}
+        if since_ns is not None:
+            params["since"] = since_param(since_ns)
+        subscriber = self._docker.events.subscribe(**params)  # type: ignore[no-untyped-call]
+        return EventStream(self._docker, subscriber)
+
+    async def listing(self, concurrency: int) -> EngineListing:
+        return await list_engine(self._docker, concurrency)
+
+    async def container(self, container_id: str) -> Mapping[str, Any] | Lookup:
+        return await inspect_one(self._docker.containers.container(container_id).show(),
+                                 f"container {container_id}")
+
+    async def network(self, network_id: str) -> Mapping[str, Any] | Lookup:
+        return await inspect_one(show_network(self._docker, network_id),
+                                 f"network {network_id}")
+
+    async def close(self) -> None:
+        await close_quietly(self._docker)
+
+
+async def list_engine(docker: aiodocker.Docker,
+                      concurrency: int = INSPECT_CONCURRENCY) -> EngineListing:
     """List every network and inspect every running container, `concurrency` at a time;
     containers that vanish meanwhile or cannot be read are left out."""
     raw_networks = await docker.networks.list()
@@ -95,7 +158,7 @@ async def list_engine(docker: Any, concurrency: int = INSPECT_CONCURRENCY) -> En
     return EngineListing(networks, await _inspect_all(docker, ids, max(1, concurrency)))
 
 
-async def _inspect_all(docker: Any, ids: Sequence[str],
+async def _inspect_all(docker: aiodocker.Docker, ids: Sequence[str],
                        concurrency: int) -> tuple[Mapping[str, Any], ...]:
     found: list[Mapping[str, Any]] = []
     pending = iter(ids)
@@ -121,7 +184,7 @@ async def _inspect_all(docker: Any, ids: Sequence[str],
     return tuple(found)
 
 
-async def engine_now(docker: Any) -> int | None:
+async def engine_now(docker: aiodocker.Docker) -> int | None:
     """The engine's clock (events are stamped with it, not ours)."""
     info = await docker.system.info()
     return engine_time_nano(info.get("SystemTime") if isinstance(info, Mapping) else None)
@@ -145,14 +208,14 @@ async def inspect_one(call: Awaitable[Any], what: str) -> Mapping[str, Any] | Lo
     return data
 
 
-def show_network(docker: Any, nid: str) -> Awaitable[Any]:
+def show_network(docker: aiodocker.Docker, nid: str) -> Awaitable[Any]:
     """`GET /networks/{nid}` in one request (networks.get() would make two)."""
     network: Any = DockerNetwork  # untyped in aiodocker
     request: Awaitable[Any] = network(docker, nid).show()
     return request
 
 
-def raise_stream_failure(docker: Any) -> None:
+def raise_stream_failure(docker: aiodocker.Docker) -> None:
     """aiodocker ends the stream with None even when it failed: re-raise the reason, if any."""
     task = docker.events.task
     if task is not None and task.done() and not task.cancelled():
@@ -161,7 +224,7 @@ def raise_stream_failure(docker: Any) -> None:
             raise error
 
 
-async def close_quietly(docker: Any) -> None:
+async def close_quietly(docker: aiodocker.Docker) -> None:
     # events.stop() re-raises whatever ended the stream (already handled), and if it raises
     # inside close() the HTTP session stays open: so stop the events first, then close.
     for step in (docker.events.stop, docker.close):

@@ -140,18 +140,16 @@ def write_snapshot(document: Mapping[str, Any], output: str, *, compact: bool = 
         raise
 
 
-async def take_snapshot(url: str) -> dict[str, Any]:
-    """A snapshot of the engine at `url`, read with the watcher's own listing code. Raises
-    one of watchers.engine_api.ENGINE_ERRORS when the engine cannot be read."""
-    import aiodocker
+async def take_snapshot(url: str | None) -> dict[str, Any]:
+    """A snapshot of the engine at `url` (None: the default engine), read with the watcher's
+    own listing code. Raises one of watchers.engine_api.ENGINE_ERRORS when it cannot be read."""
+    from watchers.engine_api import INSPECT_CONCURRENCY, DockerEngine
 
-    from watchers.engine_api import REQUEST_TIMEOUT, list_engine
-
-    docker: Any = aiodocker.Docker(url=url, timeout=REQUEST_TIMEOUT)
+    engine = DockerEngine(url)
     try:
-        listing = await list_engine(docker)
+        listing = await engine.listing(INSPECT_CONCURRENCY)
     finally:
-        await docker.close()
+        await engine.close()
     return snapshot_document(listing.networks, listing.containers)
 
 
@@ -159,21 +157,32 @@ async def take_snapshot(url: str) -> dict[str, Any]:
 
 
 class SnapshotSource:
-    """A state source for resolver.server.run_until_stopped: puts the snapshot in the table
-    (one replace_all: the table is synced), then re-reads the file on each reload() (SIGHUP).
-    A reload that fails is logged and the previous table is kept."""
+    """A state source (resolver/sources.py): puts the snapshot in the table (one replace_all:
+    the table is synced), then re-reads the file on each reload() (SIGHUP). A reload that
+    fails is logged and the previous table is kept."""
 
-    def __init__(self, path: Path, loaded: EngineState | None = None) -> None:
+    def __init__(self, table: NameTable, path: Path, loaded: EngineState | None = None) -> None:
         self.path = path
-        self._loaded = loaded  # already read and checked by the caller (the CLI exits on error)
+        self._table = table
+        self._loaded = loaded  # already read and checked (a bad file stops the start)
         self._reload = asyncio.Event()
         self.loads = 0  # snapshots put into the table
+
+    @classmethod
+    def open(cls, table: NameTable, path: Path) -> SnapshotSource:
+        """Read and check the file now, so that a bad one stops the start. Raises
+        SnapshotError."""
+        return cls(table, path, load_snapshot(path))
 
     def reload(self) -> None:
         """Ask for the file to be read again (safe to call from a signal handler)."""
         self._reload.set()
 
-    async def __call__(self, table: NameTable) -> None:
+    async def close(self) -> None:
+        """Nothing held between reloads."""
+
+    async def run(self) -> None:
+        table = self._table
         state, self._loaded = self._loaded, None
         while True:
             if state is None:

@@ -1,0 +1,42 @@
+# State sources: what feeds the name table. One small protocol that the Docker watcher
+# (watchers/docker.py) and the snapshot file (watchers/snapshot.py) implement, and a cluster
+# source will, and the one function that picks a source from the options. Part of the
+# composition root: the only place in resolver/ that imports watchers/ (docs/design.md).
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from resolver.config import Config
+from resolver.table import NameTable
+
+
+class StateSource(Protocol):
+    """Keeps a NameTable (given at construction) equal to some outside state."""
+
+    async def run(self) -> None:
+        """Feed the table until cancelled; never raises but CancelledError."""
+
+    def reload(self) -> None:
+        """Re-read the state (SIGHUP); safe to call from a signal handler."""
+
+    async def close(self) -> None:
+        """Release what the source holds (connections). Idempotent."""
+
+
+class SourceError(Exception):
+    """The source cannot start (e.g. an unusable snapshot file); one line, naming it."""
+
+
+def open_source(config: Config, table: NameTable) -> StateSource:
+    """The snapshot file if one is given, else the Docker engine. Raises SourceError."""
+    if config.snapshot:
+        from watchers.snapshot import SnapshotError, SnapshotSource
+
+        try:
+            return SnapshotSource.open(table, Path(config.snapshot))
+        except SnapshotError as error:
+            raise SourceError(str(error)) from None
+    from watchers.docker import DockerWatcher
+
+    return DockerWatcher(table, config.docker, resync_interval=config.resync_interval)
