@@ -9,7 +9,7 @@ RUN_ARGS ?= --listen 127.0.0.1:5353
 DOCKER ?= $(shell command -v /usr/bin/docker || command -v docker)
 export DOCKER
 
-.PHONY: run test lint unit system engine image clean fuzz bench
+.PHONY: run test lint unit lowest system engine image clean fuzz bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || bash tests/setup/install-system.sh
@@ -40,6 +40,21 @@ unit: $(STAMP)
 
 test: system $(STAMP) image lint
 	$(BIN)/pytest -q -rs
+	@$(MAKE) --no-print-directory lowest
+
+# The unit tests against the lowest versions pyproject.toml declares (tests/setup/lowest.py),
+# in a venv of their own: a lower bound we cannot run on is a lie.
+LOWEST := .venv-lowest
+$(LOWEST)/.installed: pyproject.toml tests/setup/lowest.py
+	@test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(PYTHON) tests/setup/lowest.py > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/python -m pip install -q --upgrade pip
+	$(LOWEST)/bin/python -m pip install -q -c $(LOWEST)/constraints.txt -e '.[dev]'
+	@touch $@
+
+lowest: $(LOWEST)/.installed
+	@echo "unit tests on the lowest declared versions: $$(tr '\n' ' ' < $(LOWEST)/constraints.txt)"
+	$(LOWEST)/bin/pytest -q -m 'not docker' -p no:cacheprovider
 
 # Coverage-guided fuzzing of the handler (tests/fuzz/); not part of `make test`. New inputs
 # go to $(FUZZ_DIR)/corpus, crashes to $(FUZZ_DIR)/crash-*; the seeds stay as they are.
@@ -69,4 +84,4 @@ bench: system $(STAMP)
 	$(BIN)/python -m bench.suite.run
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LOWEST) .mypy_cache .ruff_cache .pytest_cache

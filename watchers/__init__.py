@@ -1,19 +1,4 @@
-# State sources that feed resolver.table.NameTable: the Docker engine watcher and the pure
-# translation of Docker's JSON into resolver.model records. Re-exports the public names only.
-from watchers.docker import DockerWatcher
-from watchers.translate import (
-    EventAction,
-    EventKind,
-    classify_event,
-    container_from_inspect,
-    network_from_inspect,
-)
-
-__all__ = [
-    "DockerWatcher",
-    "EventAction",
-    "EventKind",
-    "classify_event",
-    "container_from_inspect",
-    "network_from_inspect",
-]
+# State sources that feed resolver.table.NameTable: the Docker engine watcher (docker.py, over
+# engine_api.py), the snapshot file (snapshot.py), and the pure translation of Docker's JSON
+# into resolver.model records (translate.py). Nothing is re-exported here, so importing the
+# pure translate module does not pull in aiohttp (docs/design.md).

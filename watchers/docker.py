@@ -76,7 +76,6 @@ class DockerWatcher:
         self._engine: Engine | None = None
         self._closed = False
         self._wake = asyncio.Event()
-        self._last_event_ns: int | None = None  # the newest event applied: replay from here
         self._fresh_from = 0  # events stamped before this are stale (see _apply)
         self._resync_interval = resync_interval if resync_interval > 0 else None
         self.reconciles = 0  # full listings applied (first sync included)
@@ -97,17 +96,17 @@ class DockerWatcher:
             except ENGINE_ERRORS as exc:
                 reason = describe(exc)
             except Exception as exc:
-                log.exception("docker watcher: unexpected failure")
+                log.exception("unexpected failure")
                 reason = describe(exc)
             if self._closed:
                 return
             if self._synced_this_cycle:
                 delay = self._backoff_initial
             if self._table.synced:
-                log.warning("docker: %s; serving the last known table, reconnecting in %.1fs",
+                log.warning("%s; serving the last known table, reconnecting in %.1fs",
                             reason, delay)
             else:
-                log.warning("docker: cannot reach the engine at %s (%s); answering SERVFAIL "
+                log.warning("cannot reach the engine at %s (%s); answering SERVFAIL "
                             "until it can, retrying in %.1fs; point --docker or DOCKER_HOST "
                             "elsewhere if it lives elsewhere", self._url, reason, delay)
             with contextlib.suppress(TimeoutError):
@@ -117,7 +116,7 @@ class DockerWatcher:
     def reload(self) -> None:
         """SIGHUP: the engine is the truth and events keep the table equal to it; nothing to
         re-read (a periodic reconcile covers a missed event)."""
-        log.info("docker: reload asked; the table follows the engine's events already")
+        log.info("reload asked; the table follows the engine's events already")
 
     async def close(self) -> None:
         """Stop reconnecting and release the engine connection. Idempotent."""
@@ -135,7 +134,9 @@ class DockerWatcher:
         events: EventFeed | None = None
         try:
             now = await engine.now()
-            replay_from = self._last_event_ns
+            # Replay from the newest event applied or the last listing, whichever is later:
+            # after an outage with no event before it, the listing is where we left off.
+            replay_from = self._fresh_from or None
             # Events from `since` on are replayed, so none is lost between this subscription
             # reaching the engine and the listing below.
             events = engine.subscribe(replay_from or now)
@@ -161,7 +162,7 @@ class DockerWatcher:
         while True:
             action = _classified(await events.next(REPLAY_QUIET))
             if action is None or action.time_nano is None or action.time_nano >= until_ns:
-                log.info("docker: replayed %d missed events", replayed)
+                log.info("replayed %d missed events", replayed)
                 return action
             await self._apply(engine, action)
             replayed += 1
@@ -180,7 +181,7 @@ class DockerWatcher:
         if listed_at is not None:
             self._fresh_from = max(self._fresh_from, listed_at)
         self.reconciles += 1
-        log.info("docker: synced %d networks, %d running containers (%d added, %d removed, "
+        log.info("synced %d networks, %d running containers (%d added, %d removed, "
                  "%d changed)", len(state.networks), len(state.containers), added, removed, changed)
 
     async def _full_state(self, engine: Engine) -> EngineState:
@@ -222,7 +223,6 @@ class DockerWatcher:
         elif kind is EventKind.REMOVE_NETWORK:
             self._table.remove_network(action.network_id)
         if when is not None:
-            self._last_event_ns = max(self._last_event_ns or 0, when)
             self._fresh_from = max(self._fresh_from, when)
 
     async def _refresh_container(self, engine: Engine, cid: str, left: str = "") -> None:

@@ -173,7 +173,7 @@ async def _inspect_all(docker: aiodocker.Docker, ids: Sequence[str],
                 found.append(data)
             done += 1
             if done % PROGRESS_EVERY == 0:
-                log.info("docker: inspected %d/%d containers", done, len(ids))
+                log.info("inspected %d/%d containers", done, len(ids))
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -200,10 +200,10 @@ async def inspect_one(call: Awaitable[Any], what: str) -> Mapping[str, Any] | Lo
             return Lookup.GONE
         if exc.status == _UNREACHABLE:
             raise
-        log.warning("docker: cannot inspect %s, left as it is: %s", what, describe(exc))
+        log.warning("cannot inspect %s, left as it is: %s", what, describe(exc))
         return Lookup.FAILED
     if not isinstance(data, Mapping):
-        log.warning("docker: inspect of %s returned %s, not an object", what, type(data).__name__)
+        log.warning("inspect of %s returned %s, not an object", what, type(data).__name__)
         return Lookup.FAILED
     return data
 
@@ -233,7 +233,7 @@ async def close_quietly(docker: aiodocker.Docker) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.debug("docker: closing the client: %s", describe(exc))
+            log.debug("closing the client: %s", describe(exc))
 
 
 def describe(exc: BaseException) -> str:

@@ -194,7 +194,7 @@ class SnapshotSource:
             if state is not None:
                 table.replace_all(state)
                 self.loads += 1
-                log.info("snapshot: synced %d networks, %d running containers from %s",
+                log.info("synced %d networks, %d running containers from %s",
                          len(state.networks), len(state.containers), self.path)
             await self._reload.wait()
             self._reload.clear()
