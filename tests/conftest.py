@@ -1,23 +1,71 @@
-# Fixtures shared by the tests on the real Docker engine (helpers in tests/docker_engine.py),
-# and the order of the run: tests that restart the engine itself go last, so that they cannot
-# pull the engine from under another module's containers.
+# Fixtures shared by the tests: the in-process server on loopback and fake upstreams
+# (tests/servers.py, tests/fakes.py), those on the real Docker engine (helpers in
+# tests/docker_engine.py), and the order of the run: tests that restart the engine itself go
+# last, so that they cannot pull the engine from under another module's containers.
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+import uvloop
 
+from resolver.config import Config
+from resolver.server import Server
 from resolver.table import NameTable
 from tests.docker_engine import URL, Engine, SocketProxy, eventually
+from tests.fakes import FakeUpstream
+from tests.servers import Serve, serving
 from watchers.docker import DockerWatcher
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
+                                  ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """pytest-asyncio's hook: each test that starts a server (the `serve` fixture) runs twice,
+    on asyncio's loop and on uvloop, which production runs on and whose transports differ;
+    every other async test on asyncio's loop alone."""
+    if "serve" in getattr(item, "fixturenames", ()):
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start servers on loopback (tests/servers.py); all are closed after the test."""
+    async with AsyncExitStack() as running:
+        async def start(table: NameTable, config: Config | None = None) -> Server:
+            return await running.enter_async_context(serving(table, config))
+
+        yield start
+
+
+Fakes = Callable[..., Awaitable[FakeUpstream]]
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[Fakes]:
+    """Start fake upstreams on loopback (tests/fakes.py); all are closed after the test.
+    Mode "closed": a port where nothing listens any more."""
+    started: list[FakeUpstream] = []
+
+    async def make(mode: str = "answer", then_answer: bool = False) -> FakeUpstream:
+        fake = await FakeUpstream(mode=mode, then_answer=then_answer).start()
+        started.append(fake)
+        if mode == "closed":
+            fake.close()
+        return fake
+
+    yield make
+    for fake in started:
+        fake.close()
 
 
 @pytest.fixture

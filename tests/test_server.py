@@ -1,6 +1,7 @@
-# The server on real loopback sockets (port 0): UDP and TCP answers, several TCP queries per
-# connection answered in order, a forwarded answer relayed, idle TCP connections closed, and the
-# CLI's one-line errors. Upstream faults, failover, the budget and the forward cap live in
+# The server on real loopback sockets (port 0), on asyncio's loop and on uvloop (the `serve`
+# fixture runs each test on both): UDP and TCP answers, several TCP queries per connection
+# answered in order, a forwarded answer relayed, idle TCP connections closed, and the CLI's
+# one-line errors. Upstream faults, failover, the budget and the forward cap live in
 # tests/test_upstream_faults.py.
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from typing import Any
 
 import dns.asyncquery
 import dns.flags
@@ -18,35 +19,26 @@ import dns.rcode
 import pytest
 import uvloop
 
-from resolver.config import Config
-from resolver.forward import Upstream
 from resolver.framing import TcpFramer
 from resolver.server import UDP_RECEIVE_BUFFER, Server, enlarge_receive_buffer
+from tests.conftest import Fakes
 from tests.fakes import FAKE_ADDRESS, FakeUpstream
+from tests.servers import Serve, addresses, loopback_config, port
 from tests.topology import Topology, attach, container, network
 
 NET = network("srvnet", "172.60.0.0/24")
 TABLE_TOPOLOGY = Topology([NET], [container("web", attach(NET, 2, "app"))])
 
 
-async def start(*upstreams: FakeUpstream, **overrides: object) -> Server:
-    config = Config(listen=(("127.0.0.1", 0),),
-                    upstreams=tuple(Upstream("127.0.0.1", u.port) for u in upstreams),
-                    upstream_timeout=0.3, upstream_budget=1.0, **overrides)  # type: ignore[arg-type]
-    server = Server(config, TABLE_TOPOLOGY.table())
-    await server.start()
-    return server
-
-
 @pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    fake.close()
+async def upstream(fakes: Fakes) -> FakeUpstream:
+    return await fakes()
 
 
-def port(server: Server) -> int:
-    return server.addresses[0][1]
+async def start(serve: Serve, upstream: FakeUpstream, **fields: Any) -> Server:
+    """A server over TABLE_TOPOLOGY forwarding to `upstream` with short timeouts."""
+    return await serve(TABLE_TOPOLOGY.table(), loopback_config(
+        upstream, upstream_timeout=0.3, upstream_budget=1.0, **fields))
 
 
 async def udp(server: Server, name: str, rdtype: str = "A") -> dns.message.Message:
@@ -54,99 +46,89 @@ async def udp(server: Server, name: str, rdtype: str = "A") -> dns.message.Messa
     return await dns.asyncquery.udp(query, "127.0.0.1", port=port(server), timeout=3)
 
 
-def addresses(reply: dns.message.Message) -> list[str]:
-    return [rr.to_text() for rrset in reply.answer for rr in rrset]
+async def test_server_tests_run_on_asyncio_and_on_uvloop(
+        serve: Serve, upstream: FakeUpstream, request: pytest.FixtureRequest) -> None:
+    """Production runs on uvloop: each test using `serve` runs on the loop its ID names."""
+    server = await start(serve, upstream)
+    on_uvloop = isinstance(asyncio.get_running_loop(), uvloop.Loop)
+    assert on_uvloop == ("[uvloop" in request.node.name)
+    assert addresses(await udp(server, "web")) == ["172.60.0.2"]
 
 
-async def test_udp_and_tcp_local_answers(upstream: FakeUpstream) -> None:
-    server = await start(upstream)
-    try:
-        assert addresses(await udp(server, "web")) == ["172.60.0.2"]
-        reply = await dns.asyncquery.tcp(dns.message.make_query("APP", "A"), "127.0.0.1",
-                                         port=port(server), timeout=3)
-        assert addresses(reply) == ["172.60.0.2"] and upstream.seen == []
-    finally:
-        await server.close()
+async def test_udp_and_tcp_local_answers(serve: Serve, upstream: FakeUpstream) -> None:
+    server = await start(serve, upstream)
+    assert addresses(await udp(server, "web")) == ["172.60.0.2"]
+    reply = await dns.asyncquery.tcp(dns.message.make_query("APP", "A"), "127.0.0.1",
+                                     port=port(server), timeout=3)
+    assert addresses(reply) == ["172.60.0.2"] and upstream.seen == []
 
 
-async def test_tcp_pipelined_queries_answered_in_order(upstream: FakeUpstream) -> None:
-    server = await start(upstream)
+async def test_tcp_pipelined_queries_answered_in_order(serve: Serve,
+                                                       upstream: FakeUpstream) -> None:
+    server = await start(serve, upstream)
     names = ["web", "x.invalid", "app", "nxdomain.invalid", "web"]
     queries = [dns.message.make_query(n, "A") for n in names]
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
-        writer.write(b"".join(struct.pack("!H", len(w)) + w for w in
-                              (q.to_wire() for q in queries)))
-        framer, replies = TcpFramer(), []
-        while len(replies) < len(names):
-            replies += framer.feed(await asyncio.wait_for(reader.read(4096), 3))
-        writer.close()
-        got = [dns.message.from_wire(r) for r in replies]
-        assert [r.id for r in got] == [q.id for q in queries]
-        assert addresses(got[1]) == [FAKE_ADDRESS]
-        assert got[3].rcode() == dns.rcode.NXDOMAIN
-    finally:
-        await server.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
+    writer.write(b"".join(struct.pack("!H", len(w)) + w for w in
+                          (q.to_wire() for q in queries)))
+    framer, replies = TcpFramer(), list[bytes]()
+    while len(replies) < len(names):
+        replies += framer.feed(await asyncio.wait_for(reader.read(4096), 3))
+    writer.close()
+    got = [dns.message.from_wire(r) for r in replies]
+    assert [r.id for r in got] == [q.id for q in queries]
+    assert addresses(got[1]) == [FAKE_ADDRESS]
+    assert got[3].rcode() == dns.rcode.NXDOMAIN
 
 
-async def test_forwarded_answer_is_relayed_with_the_clients_id(upstream: FakeUpstream) -> None:
-    server = await start(upstream)
-    try:
-        query = dns.message.make_query("relay.invalid", "A")
-        reply = await dns.asyncquery.udp(query, "127.0.0.1", port=port(server), timeout=3)
-        assert reply.id == query.id and addresses(reply) == [FAKE_ADDRESS]
-        nx = await udp(server, "nxdomain.invalid")
-        assert nx.rcode() == dns.rcode.NXDOMAIN
-        tc = await udp(server, "tc.invalid")
-        assert tc.flags & dns.flags.TC
-    finally:
-        await server.close()
+async def test_forwarded_answer_is_relayed_with_the_clients_id(serve: Serve,
+                                                               upstream: FakeUpstream) -> None:
+    server = await start(serve, upstream)
+    query = dns.message.make_query("relay.invalid", "A")
+    reply = await dns.asyncquery.udp(query, "127.0.0.1", port=port(server), timeout=3)
+    assert reply.id == query.id and addresses(reply) == [FAKE_ADDRESS]
+    nx = await udp(server, "nxdomain.invalid")
+    assert nx.rcode() == dns.rcode.NXDOMAIN
+    tc = await udp(server, "tc.invalid")
+    assert tc.flags & dns.flags.TC
 
 
-async def test_idle_tcp_connection_is_closed(upstream: FakeUpstream) -> None:
-    server = await start(upstream, tcp_idle=0.2)
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
-        assert await asyncio.wait_for(reader.read(10), 3) == b""
-        writer.close()
-    finally:
-        await server.close()
+async def test_idle_tcp_connection_is_closed(serve: Serve, upstream: FakeUpstream) -> None:
+    server = await start(serve, upstream, tcp_idle=0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
+    assert await asyncio.wait_for(reader.read(10), 3) == b""
+    writer.close()
 
 
-async def test_connection_cap_per_source(upstream: FakeUpstream) -> None:
-    server = await start(upstream, tcp_max_per_source=2)
-    try:
-        held = [await asyncio.open_connection("127.0.0.1", port(server)) for _ in range(2)]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
-        assert await asyncio.wait_for(reader.read(10), 3) == b""
-        assert addresses(await udp(server, "web")) == ["172.60.0.2"]
-        for _, w in [*held, (reader, writer)]:
-            w.close()
-    finally:
-        await server.close()
+async def test_connection_cap_per_source(serve: Serve, upstream: FakeUpstream) -> None:
+    server = await start(serve, upstream, tcp_max_per_source=2)
+    held = [await asyncio.open_connection("127.0.0.1", port(server)) for _ in range(2)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
+    assert await asyncio.wait_for(reader.read(10), 3) == b""
+    assert addresses(await udp(server, "web")) == ["172.60.0.2"]
+    for _, w in [*held, (reader, writer)]:
+        w.close()
 
 
 async def test_udp_burst_of_repeated_queries_each_get_their_own_reply(
-        upstream: FakeUpstream) -> None:
+        serve: Serve, upstream: FakeUpstream) -> None:
     """Many clients asking the same names at once (answered from kept replies after the first):
     each gets a reply with its own ID and its own spelling of the question."""
-    server = await start(upstream)
+    server = await start(serve, upstream)
     queries = [dns.message.make_query(name, "A") for name in ("web", "WEB", "App") * 40]
-    try:
-        replies = await asyncio.gather(*(
-            dns.asyncquery.udp(q, "127.0.0.1", port=port(server), timeout=3) for q in queries))
-        for query, reply in zip(queries, replies, strict=True):
-            assert reply.id == query.id and addresses(reply) == ["172.60.0.2"]
-            assert reply.question[0].name.to_text() == query.question[0].name.to_text()
-        assert not [name for _, name in upstream.seen if name.lower() in ("web.", "app.")]
-    finally:
-        await server.close()
+    replies = await asyncio.gather(*(
+        dns.asyncquery.udp(q, "127.0.0.1", port=port(server), timeout=3) for q in queries))
+    for query, reply in zip(queries, replies, strict=True):
+        assert reply.id == query.id and addresses(reply) == ["172.60.0.2"]
+        assert reply.question[0].name.to_text() == query.question[0].name.to_text()
+    assert not [name for _, name in upstream.seen if name.lower() in ("web.", "app.")]
 
 
-async def test_a_burst_while_the_server_is_busy_loses_no_query(upstream: FakeUpstream) -> None:
+async def test_a_burst_while_the_server_is_busy_loses_no_query(serve: Serve,
+                                                               upstream: FakeUpstream) -> None:
     """2000 queries arrive while the loop is busy (here: sending them): the kernel holds them
     for the server (the default UDP buffer would drop most), and every one is answered."""
-    server = await start(upstream)
+    server = await start(serve, upstream)
     count = 2000
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     enlarge_receive_buffer(client, UDP_RECEIVE_BUFFER)  # room for the 2000 replies
@@ -162,24 +144,6 @@ async def test_a_burst_while_the_server_is_busy_loses_no_query(upstream: FakeUps
         assert answered == set(range(count))
     finally:
         client.close()
-        await server.close()
-
-
-def test_the_same_over_uvloop() -> None:
-    """Production runs on uvloop, whose transports differ from asyncio's: replay the UDP, TCP
-    and forwarding scenarios there."""
-    async def scenarios() -> None:
-        fake = await FakeUpstream().start()
-        try:
-            await test_udp_and_tcp_local_answers(fake)
-            await test_tcp_pipelined_queries_answered_in_order(fake)
-            await test_forwarded_answer_is_relayed_with_the_clients_id(fake)
-            await test_connection_cap_per_source(fake)
-            await test_udp_burst_of_repeated_queries_each_get_their_own_reply(fake)
-        finally:
-            fake.close()
-
-    uvloop.run(scenarios())
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

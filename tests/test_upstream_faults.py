@@ -1,4 +1,6 @@
-# Upstream faults (SPEC §6) against a real loopback server and fake upstreams the test drives:
+# Upstream faults (SPEC §6) against a real loopback server and fake upstreams the test drives,
+# on asyncio's loop and on uvloop, whose UDP sockets are its own (the `serve` fixture runs each
+# server test on both; a reply from another port must be filtered by the connected socket):
 # what the client gets when an upstream is silent, fails, lies, spoofs, truncates or oversizes,
 # over UDP and TCP; failover and SERVFAIL within the budget; --max-forwards; no forwarding for
 # all-internal clients; and an upstream that is scopedns itself refused at start-up.
@@ -8,24 +10,25 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import dns.asyncquery
 import dns.flags
 import dns.message
 import dns.rcode
 import pytest
-import uvloop
 
 from resolver import forward
 from resolver.cli import main
-from resolver.config import Config, parse_host_port
+from resolver.config import parse_host_port
 from resolver.forward import Upstream
 from resolver.loopcheck import forwards_to_itself
-from resolver.server import ListenError, Server
+from resolver.server import Server
 from resolver.transport import LogEvery
 from resolver.wire import Query, parse_query
+from tests.conftest import Fakes
 from tests.fakes import FAKE_ADDRESS, OVERSIZED_RECORDS, FakeUpstream, fake_reply
+from tests.servers import Serve, addresses, loopback_config, port
 from tests.topology import Topology, attach, container, network
 
 # Client networks inside 127.0.0.0/8, so a test can send from a container's own address.
@@ -46,8 +49,6 @@ SPOOFS = ["wrongid", "wrongquestion", "garbage", "othersource"]
 TRANSPORTS = ["udp", "tcp"]
 MARGIN = 1.5  # seconds past the budget a loaded 2-core machine may need to deliver SERVFAIL
 
-Fakes = Callable[..., Awaitable[FakeUpstream]]
-
 
 def over_both(faults: list[str]) -> list[tuple[str, str]]:
     """(fault, transport) pairs; "othersource" only over UDP."""
@@ -55,138 +56,88 @@ def over_both(faults: list[str]) -> list[tuple[str, str]]:
             if not (fault == "othersource" and transport == "tcp")]
 
 
-@pytest.fixture
-async def fakes() -> AsyncIterator[Fakes]:
-    """Start fake upstreams on loopback; all are closed after the test."""
-    started: list[FakeUpstream] = []
-
-    async def make(mode: str = "answer", then_answer: bool = False) -> FakeUpstream:
-        fake = await FakeUpstream(mode=mode, then_answer=then_answer).start()
-        started.append(fake)
-        if mode == "closed":  # a port where nothing listens any more
-            fake.close()
-        return fake
-
-    yield make
-    for fake in started:
-        fake.close()
-
-
-async def start(*upstreams: FakeUpstream, timeout: float = 0.3, budget: float = 2.0,
-                **overrides: object) -> Server:
-    config = Config(listen=(("127.0.0.1", 0),),
-                    upstreams=tuple(Upstream("127.0.0.1", u.port) for u in upstreams),
-                    upstream_timeout=timeout, upstream_budget=budget,
-                    **overrides)  # type: ignore[arg-type]
-    for attempt in range(10, 0, -1):
-        # Port 0: the UDP socket picks a free port and TCP takes the same number, which some
-        # client's ephemeral TCP port may hold on a busy machine. Pick again.
-        server = Server(config, TOPOLOGY.table())
-        try:
-            await server.start()
-            return server
-        except ListenError:
-            if attempt == 1:
-                raise
-    raise AssertionError("unreachable")
+async def start(serve: Serve, *upstreams: FakeUpstream, timeout: float = 0.3,
+                budget: float = 2.0, **fields: Any) -> Server:
+    """A server over TOPOLOGY forwarding to `upstreams` in order."""
+    return await serve(TOPOLOGY.table(), loopback_config(
+        *upstreams, upstream_timeout=timeout, upstream_budget=budget, **fields))
 
 
 async def ask(server: Server, name: str, transport: str = "udp", *, source: str = "127.0.0.1",
               payload: int | None = None) -> dns.message.Message:
     query = dns.message.make_query(name, "A", use_edns=payload is not None,
                                    payload=payload or 1232)
-    port = server.addresses[0][1]
-    if transport == "tcp":
-        return await dns.asyncquery.tcp(query, "127.0.0.1", port=port, timeout=5, source=source)
-    return await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=5, source=source)
-
-
-def addresses(reply: dns.message.Message) -> list[str]:
-    return [rr.to_text() for rrset in reply.answer for rr in rrset]
+    send = dns.asyncquery.tcp if transport == "tcp" else dns.asyncquery.udp
+    return await send(query, "127.0.0.1", port=port(server), timeout=5, source=source)
 
 
 # ----- one fault, then a good upstream ---------------------------------------------------------
 
 @pytest.mark.parametrize(("fault", "transport"), over_both(FAILOVER_FAULTS))
-async def test_faulty_first_upstream_fails_over_to_the_next(fakes: Fakes, fault: str,
-                                                            transport: str) -> None:
+async def test_faulty_first_upstream_fails_over_to_the_next(serve: Serve, fakes: Fakes,
+                                                            fault: str, transport: str) -> None:
     bad, good = await fakes(fault), await fakes()
-    server = await start(bad, good)
-    try:
-        reply = await ask(server, "failover.invalid", transport)
-        assert reply.rcode() == dns.rcode.NOERROR and addresses(reply) == [FAKE_ADDRESS]
-        assert len(bad.seen) == (0 if fault == "closed" else 1)
-        assert good.seen == [(transport, "failover.invalid.")]
-    finally:
-        await server.close()
+    server = await start(serve, bad, good)
+    reply = await ask(server, "failover.invalid", transport)
+    assert reply.rcode() == dns.rcode.NOERROR and addresses(reply) == [FAKE_ADDRESS]
+    assert len(bad.seen) == (0 if fault == "closed" else 1)
+    assert good.seen == [(transport, "failover.invalid.")]
 
 
 @pytest.mark.parametrize(("fault", "transport"), over_both(SPOOFS))
 async def test_spoofed_reply_is_dropped_and_the_right_one_accepted(
-        fakes: Fakes, fault: str, transport: str) -> None:
+        serve: Serve, fakes: Fakes, fault: str, transport: str) -> None:
     liar = await fakes(fault, then_answer=True)  # the spoof first, then the real reply
-    server = await start(liar)
-    try:
-        reply = await ask(server, "asked.invalid", transport)
-        assert addresses(reply) == [FAKE_ADDRESS]  # the spoof answers SPOOF_ADDRESS
-        assert len(liar.seen) == 1
-    finally:
-        await server.close()
+    server = await start(serve, liar)
+    reply = await ask(server, "asked.invalid", transport)
+    assert addresses(reply) == [FAKE_ADDRESS]  # the spoof answers SPOOF_ADDRESS
+    assert len(liar.seen) == 1
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_nxdomain_is_relayed_at_once_without_failover(fakes: Fakes,
+async def test_nxdomain_is_relayed_at_once_without_failover(serve: Serve, fakes: Fakes,
                                                            transport: str) -> None:
     first, second = await fakes("nxdomain"), await fakes()
-    server = await start(first, second)
-    try:
-        query = dns.message.make_query("gone.invalid", "A")
-        port = server.addresses[0][1]
-        send = dns.asyncquery.tcp if transport == "tcp" else dns.asyncquery.udp
-        reply = await send(query, "127.0.0.1", port=port, timeout=5)
-        assert reply.id == query.id and reply.rcode() == dns.rcode.NXDOMAIN
-        assert len(first.seen) == 1 and second.seen == []
-    finally:
-        await server.close()
+    server = await start(serve, first, second)
+    query = dns.message.make_query("gone.invalid", "A")
+    send = dns.asyncquery.tcp if transport == "tcp" else dns.asyncquery.udp
+    reply = await send(query, "127.0.0.1", port=port(server), timeout=5)
+    assert reply.id == query.id and reply.rcode() == dns.rcode.NXDOMAIN
+    assert len(first.seen) == 1 and second.seen == []
 
 
-async def test_truncated_reply_is_relayed_and_the_tcp_retry_works(fakes: Fakes) -> None:
+async def test_truncated_reply_is_relayed_and_the_tcp_retry_works(serve: Serve,
+                                                                 fakes: Fakes) -> None:
     upstream = await fakes("tc-udp")  # TC over UDP, the whole answer over TCP
-    server = await start(upstream)
-    try:
-        over_udp = await ask(server, "big.invalid")
-        assert over_udp.flags & dns.flags.TC and addresses(over_udp) == []
-        query = dns.message.make_query("big.invalid", "A")
-        reply, used_tcp = await dns.asyncquery.udp_with_fallback(
-            query, "127.0.0.1", port=server.addresses[0][1], timeout=5)
-        assert used_tcp and addresses(reply) == [FAKE_ADDRESS]
-        assert [transport for transport, _ in upstream.seen] == ["udp", "udp", "tcp"]
-    finally:
-        await server.close()
+    server = await start(serve, upstream)
+    over_udp = await ask(server, "big.invalid")
+    assert over_udp.flags & dns.flags.TC and addresses(over_udp) == []
+    query = dns.message.make_query("big.invalid", "A")
+    reply, used_tcp = await dns.asyncquery.udp_with_fallback(
+        query, "127.0.0.1", port=port(server), timeout=5)
+    assert used_tcp and addresses(reply) == [FAKE_ADDRESS]
+    assert [transport for transport, _ in upstream.seen] == ["udp", "udp", "tcp"]
 
 
 @pytest.mark.parametrize("payload", [None, 1232, 4096])
-async def test_oversized_udp_reply_is_cut_to_the_clients_size(fakes: Fakes,
+async def test_oversized_udp_reply_is_cut_to_the_clients_size(serve: Serve, fakes: Fakes,
                                                              payload: int | None) -> None:
     """Decision: whole answer records that fit the client's size (512 without EDNS), TC set,
     as for local answers; the TCP retry gets everything. Docker v24+ relays it as is."""
     upstream = await fakes("oversized")
-    server = await start(upstream)
-    try:
-        reply = await ask(server, "many.invalid", payload=payload)
-        limit = payload or 512
-        assert len(reply.to_wire()) <= limit
-        sent = [f"192.0.2.{host}" for host in range(1, OVERSIZED_RECORDS + 1)]
-        assert addresses(await ask(server, "many.invalid", "tcp")) == sent  # TCP: whole
-        got = addresses(reply)
-        if payload == 4096:  # it fits: relayed whole, no TC
-            assert got == sent and not reply.flags & dns.flags.TC
-        else:
-            assert reply.flags & dns.flags.TC and 0 < len(got) < len(sent)
-            assert got == sent[: len(got)]  # whole records, in order, none altered
-            assert (reply.edns >= 0) == (payload is not None)
-    finally:
-        await server.close()
+    server = await start(serve, upstream)
+    reply = await ask(server, "many.invalid", payload=payload)
+    limit = payload or 512
+    assert len(reply.to_wire()) <= limit
+    sent = [f"192.0.2.{host}" for host in range(1, OVERSIZED_RECORDS + 1)]
+    assert addresses(await ask(server, "many.invalid", "tcp")) == sent  # TCP: whole
+    got = addresses(reply)
+    if payload == 4096:  # it fits: relayed whole, no TC
+        assert got == sent and not reply.flags & dns.flags.TC
+    else:
+        assert reply.flags & dns.flags.TC and 0 < len(got) < len(sent)
+        assert got == sent[: len(got)]  # whole records, in order, none altered
+        assert (reply.edns >= 0) == (payload is not None)
 
 
 def parsed(name: str, rdtype: str, payload: int | None = None) -> tuple[Query, bytes]:
@@ -234,100 +185,66 @@ def test_cut_reply_with_a_broken_answer_section_keeps_no_records() -> None:
     ("closed", "othersource", "silent"),
 ])
 async def test_all_upstreams_faulty_gives_servfail_within_the_budget(
-        fakes: Fakes, faults: tuple[str, ...], transport: str) -> None:
+        serve: Serve, fakes: Fakes, faults: tuple[str, ...], transport: str) -> None:
     upstreams = [await fakes(fault) for fault in faults]
     budget = 2.0
-    server = await start(*upstreams, budget=budget)
-    try:
-        began = time.monotonic()
-        reply = await ask(server, "nowhere.invalid", transport)
-        elapsed = time.monotonic() - began
-        assert reply.rcode() == dns.rcode.SERVFAIL and reply.answer == []
-        assert elapsed < budget + MARGIN  # a correctness bound: never silence, never late
-        for fault, upstream in zip(faults, upstreams, strict=True):
-            assert len(upstream.seen) == (0 if fault == "closed" else 1), fault
-    finally:
-        await server.close()
+    server = await start(serve, *upstreams, budget=budget)
+    began = time.monotonic()
+    reply = await ask(server, "nowhere.invalid", transport)
+    elapsed = time.monotonic() - began
+    assert reply.rcode() == dns.rcode.SERVFAIL and reply.answer == []
+    assert elapsed < budget + MARGIN  # a correctness bound: never silence, never late
+    for fault, upstream in zip(faults, upstreams, strict=True):
+        assert len(upstream.seen) == (0 if fault == "closed" else 1), fault
 
 
-async def test_the_total_budget_cuts_the_tries_short(fakes: Fakes) -> None:
+async def test_the_total_budget_cuts_the_tries_short(serve: Serve, fakes: Fakes) -> None:
     """Three silent upstreams at 0.8 s a try would take 2.4 s; the 1 s budget wins."""
     dead = [await fakes("silent") for _ in range(3)]
     budget = 1.0
-    server = await start(*dead, timeout=0.8, budget=budget)
-    try:
-        began = time.monotonic()
-        reply = await ask(server, "slow.invalid")
-        assert reply.rcode() == dns.rcode.SERVFAIL
-        assert time.monotonic() - began < budget + 0.8  # below 2.4: the budget cut it
-        assert len(dead[0].seen) == 1 and len(dead[1].seen) == 1
-    finally:
-        await server.close()
+    server = await start(serve, *dead, timeout=0.8, budget=budget)
+    began = time.monotonic()
+    reply = await ask(server, "slow.invalid")
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert time.monotonic() - began < budget + 0.8  # below 2.4: the budget cut it
+    assert len(dead[0].seen) == 1 and len(dead[1].seen) == 1
 
 
 # ----- --max-forwards ---------------------------------------------------------------------------
 
-async def test_forward_cap_refuses_the_extra_queries_at_once(fakes: Fakes) -> None:
+async def test_forward_cap_refuses_the_extra_queries_at_once(serve: Serve,
+                                                             fakes: Fakes) -> None:
     cap, extra = 3, 2
     silent = await fakes("silent")  # "answer.invalid" is still answered: the label picks
-    server = await start(silent, timeout=1.5, budget=1.5, max_forwards=cap)
-    try:
-        pending = [asyncio.ensure_future(ask(server, f"hang{i}.invalid")) for i in range(cap)]
-        while len(silent.seen) < cap:
-            await asyncio.sleep(0.01)
-        refused = [await ask(server, "answer.invalid", transport)
-                   for transport in ["udp", "tcp"][:extra]]
-        local = await ask(server, "web")
-        assert not any(future.done() for future in pending)  # refused while the cap was full
-        assert [r.rcode() for r in refused] == [dns.rcode.REFUSED] * extra
-        assert addresses(local) == ["127.62.0.2"]
-        assert len(silent.seen) == cap  # the refused ones never went upstream
-        hung = await asyncio.gather(*pending)
-        assert [r.rcode() for r in hung] == [dns.rcode.SERVFAIL] * cap
-        assert addresses(await ask(server, "answer.invalid")) == [FAKE_ADDRESS]  # cap freed
-    finally:
-        await server.close()
+    server = await start(serve, silent, timeout=1.5, budget=1.5, max_forwards=cap)
+    pending = [asyncio.ensure_future(ask(server, f"hang{i}.invalid")) for i in range(cap)]
+    while len(silent.seen) < cap:
+        await asyncio.sleep(0.01)
+    refused = [await ask(server, "answer.invalid", transport)
+               for transport in ["udp", "tcp"][:extra]]
+    local = await ask(server, "web")
+    assert not any(future.done() for future in pending)  # refused while the cap was full
+    assert [r.rcode() for r in refused] == [dns.rcode.REFUSED] * extra
+    assert addresses(local) == ["127.62.0.2"]
+    assert len(silent.seen) == cap  # the refused ones never went upstream
+    hung = await asyncio.gather(*pending)
+    assert [r.rcode() for r in hung] == [dns.rcode.SERVFAIL] * cap
+    assert addresses(await ask(server, "answer.invalid")) == [FAKE_ADDRESS]  # cap freed
 
 
 # ----- internal networks ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_all_internal_client_is_never_forwarded_for(fakes: Fakes, transport: str) -> None:
+async def test_all_internal_client_is_never_forwarded_for(serve: Serve, fakes: Fakes,
+                                                          transport: str) -> None:
     upstream = await fakes()
-    server = await start(upstream)
-    try:
-        reply = await ask(server, "exfiltrate.invalid", transport, source=ISOLATED)
-        assert reply.rcode() == dns.rcode.SERVFAIL and upstream.seen == []
-        assert addresses(await ask(server, "bridged", transport, source=ISOLATED)) == [BRIDGED]
-        forwarded = await ask(server, "outside.invalid", transport, source=BRIDGED)
-        assert addresses(forwarded) == [FAKE_ADDRESS]
-        assert upstream.seen == [(transport, "outside.invalid.")]
-    finally:
-        await server.close()
-
-
-# ----- the same spoofs on uvloop ------------------------------------------------------------------
-
-def test_spoof_defences_hold_on_uvloop() -> None:
-    """Production runs on uvloop, whose UDP sockets are its own: replay the spoof and failover
-    scenarios there (a reply from another port must be filtered by the connected socket)."""
-    async def scenarios() -> None:
-        started: list[FakeUpstream] = []
-
-        async def make(mode: str = "answer", then_answer: bool = False) -> FakeUpstream:
-            started.append(await FakeUpstream(mode=mode, then_answer=then_answer).start())
-            return started[-1]
-
-        try:
-            for fault in SPOOFS:
-                await test_spoofed_reply_is_dropped_and_the_right_one_accepted(make, fault, "udp")
-                await test_faulty_first_upstream_fails_over_to_the_next(make, fault, "udp")
-            await test_oversized_udp_reply_is_cut_to_the_clients_size(make, None)
-        finally:
-            for fake in started:
-                fake.close()
-
-    uvloop.run(scenarios())
+    server = await start(serve, upstream)
+    reply = await ask(server, "exfiltrate.invalid", transport, source=ISOLATED)
+    assert reply.rcode() == dns.rcode.SERVFAIL and upstream.seen == []
+    assert addresses(await ask(server, "bridged", transport, source=ISOLATED)) == [BRIDGED]
+    forwarded = await ask(server, "outside.invalid", transport, source=BRIDGED)
+    assert addresses(forwarded) == [FAKE_ADDRESS]
+    assert upstream.seen == [(transport, "outside.invalid.")]
 
 
 # ----- an upstream that is scopedns itself -------------------------------------------------------
