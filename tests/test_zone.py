@@ -1,7 +1,10 @@
 # --domain: an authoritative zone over the same views (SPEC §5). Names answer with AA=1 as
 # `name.SUFFIX` and `name.network.SUFFIX`; the apex has SOA and NS; misses get NXDOMAIN with
-# the SOA and never leave. Also the EDNS compliance checks a zone tester makes (ednscomp-style).
+# the SOA and never leave. Also the EDNS compliance checks a zone tester makes (ednscomp-style),
+# as one table.
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import dns.edns
 import dns.flags
@@ -63,55 +66,63 @@ def test_outside_zone_is_still_forwarded() -> None:
     assert isinstance(Handler(table, Policy(domain=ZONE)).handle(wire, SOURCE, False), Forward)
 
 
-# ednscomp's checks, run against the zone apex SOA.
-def edns_query(version: int = 0, flags: int = 0, options: list[dns.edns.Option] | None = None,
-               payload: int = 4096) -> dns.message.Message:
-    query = dns.message.make_query(ZONE, "SOA", use_edns=version, ednsflags=flags,
-                                   payload=payload, options=options or [])
-    return query
+# ednscomp's checks (the EDNS compliance tester), run against the zone apex SOA: one row each.
+Z_BIT = 0x0040  # the reserved header bit: must be zero in replies
+UNKNOWN_EDNS_FLAG = 0x4000  # an OPT flag bit no RFC assigns: ignored, never echoed
+# An option code nobody uses: ignored, never echoed.
+UNKNOWN_OPTION = dns.edns.GenericOption(dns.edns.OptionType.make(100), b"")
 
 
-def test_edns_plain() -> None:
-    reply = ask(dns.message.make_query(ZONE, "SOA"))
-    assert reply.rcode() == dns.rcode.NOERROR and reply.edns == -1 and reply.answer
+@dataclass(frozen=True)
+class EdnsCheck:
+    """The query (EDNS version, None for no OPT; OPT flags, options and payload; extra header
+    flags; transport) and what the reply must carry: rcode, whether the SOA is answered
+    (with AA), the OPT's version (None: no OPT) and its flag bits. Every reply must also echo
+    no option, advertise our payload size, fit (no TC) and keep the Z bit clear."""
+
+    version: int | None = 0
+    edns_flags: int = 0
+    options: tuple[dns.edns.Option, ...] = ()
+    payload: int = 4096
+    header_flags: int = 0
+    tcp: bool = False
+    rcode: dns.rcode.Rcode = dns.rcode.NOERROR
+    answered: bool = True
+    opt_version: int | None = 0
+    opt_flags: int = 0
 
 
-def test_edns_version_zero() -> None:
-    reply = ask(edns_query())
-    assert reply.rcode() == dns.rcode.NOERROR and reply.edns == 0 and reply.answer
+EDNS_CHECKS = [
+    pytest.param(EdnsCheck(version=None, opt_version=None), id="plain"),
+    pytest.param(EdnsCheck(), id="edns0"),
+    pytest.param(EdnsCheck(version=1, rcode=dns.rcode.BADVERS, answered=False), id="edns1"),
+    pytest.param(EdnsCheck(options=(UNKNOWN_OPTION,)), id="unknown-option-ignored"),
+    pytest.param(EdnsCheck(edns_flags=UNKNOWN_EDNS_FLAG), id="unknown-flag-not-echoed"),
+    pytest.param(EdnsCheck(edns_flags=dns.flags.DO, opt_flags=dns.flags.DO), id="do-echoed"),
+    pytest.param(EdnsCheck(edns_flags=dns.flags.DO | UNKNOWN_EDNS_FLAG, options=(UNKNOWN_OPTION,),
+                           opt_flags=dns.flags.DO), id="do-unknown-flag-and-option"),
+    pytest.param(EdnsCheck(version=1, options=(UNKNOWN_OPTION,), rcode=dns.rcode.BADVERS,
+                           answered=False), id="edns1-unknown-option"),
+    pytest.param(EdnsCheck(payload=512), id="payload-512-fits"),
+    pytest.param(EdnsCheck(tcp=True), id="edns-over-tcp"),
+    pytest.param(EdnsCheck(version=None, header_flags=Z_BIT, opt_version=None), id="z-bit"),
+    pytest.param(EdnsCheck(header_flags=Z_BIT), id="z-bit-edns0"),
+]
 
 
-def test_edns_version_one_badvers_no_answer() -> None:
-    reply = ask(edns_query(version=1))
-    assert reply.rcode() == dns.rcode.BADVERS and reply.edns == 0 and not reply.answer
-
-
-def test_edns_unknown_option_ignored_not_echoed() -> None:
-    reply = ask(edns_query(options=[dns.edns.GenericOption(100, b"")]))
-    assert reply.rcode() == dns.rcode.NOERROR and reply.options == () and reply.answer
-
-
-def test_edns_unknown_flag_ignored_not_echoed() -> None:
-    reply = ask(edns_query(flags=0x4000))
-    assert reply.rcode() == dns.rcode.NOERROR and reply.ednsflags & 0x4000 == 0
-
-
-def test_edns_do_echoed() -> None:
-    reply = ask(edns_query(flags=dns.flags.DO))
-    assert reply.ednsflags & dns.flags.DO
-
-
-def test_edns_512_payload_fits() -> None:
-    reply = ask(edns_query(payload=512))
-    assert reply.rcode() == dns.rcode.NOERROR and not reply.flags & dns.flags.TC
-
-
-def test_edns_over_tcp_gets_opt() -> None:
-    reply = ask(edns_query(), tcp=True)
-    assert reply.edns == 0
-
-
-def test_header_z_bit_is_zero_in_replies() -> None:
-    query = dns.message.make_query(ZONE, "SOA")
-    query.flags |= 0x0040
-    assert ask(query).flags & 0x0040 == 0
+@pytest.mark.parametrize("check", EDNS_CHECKS)
+def test_edns_compliance(check: EdnsCheck) -> None:
+    version = -1 if check.version is None else check.version
+    query = dns.message.make_query(ZONE, "SOA", use_edns=version, ednsflags=check.edns_flags,
+                                   payload=check.payload, options=list(check.options))
+    query.flags |= check.header_flags
+    reply = ask(query, tcp=check.tcp)
+    assert reply.rcode() == check.rcode
+    assert bool(reply.answer) == check.answered == bool(reply.flags & dns.flags.AA)
+    if check.answered:
+        assert reply.answer[0].rdtype == dns.rdatatype.SOA
+    assert reply.edns == (-1 if check.opt_version is None else check.opt_version)
+    if check.opt_version is not None:
+        assert reply.ednsflags & 0xFFFF == check.opt_flags  # above: the extended rcode
+        assert reply.payload == 1232 and reply.options == ()
+    assert not reply.flags & (dns.flags.TC | Z_BIT)
