@@ -151,17 +151,24 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=30)
 
 
-@pytest.mark.parametrize("args", [
-    ["serve", "--alias-order", "random"],
-    ["serve", "--ttl", "-1"],
-    ["serve", "--listen", "not-an-address:x"],
-    ["serve", "--upstream", "127.0.0.1:5353"],  # the default listen address: a loop
-    ["serve", "--upstream", "a", "--upstream", "b", "--upstream", "c", "--upstream", "d"],
+# TEST-NET-1 addresses: valid upstreams, so that only their number is wrong.
+FOUR_UPSTREAMS = [arg for n in range(1, 5) for arg in ("--upstream", f"192.0.2.{n}")]
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["serve", "--alias-order", "random"], "--alias-order"),
+    (["serve", "--ttl", "-1"], "--ttl"),
+    (["serve", "--listen", "not-an-address:x"], ""),  # says "invalid literal for int()" only
+    (["serve", "--upstream", "127.0.0.1:5353"],  # the default listen address: a loop
+     "upstream 127.0.0.1:5353 is this server itself"),
+    (["serve", "--upstream", "dns.example.invalid"], "dns.example.invalid"),
+    (["serve", *FOUR_UPSTREAMS], "at most 3 upstreams, got 4"),
 ])
-def test_bad_flags_exit_with_one_line(args: list[str]) -> None:
+def test_bad_flags_exit_with_one_line(args: list[str], reason: str) -> None:
     result = run_cli(*args)
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert reason in result.stderr
 
 
 def test_unbindable_address_exits_with_one_line() -> None:
