@@ -32,7 +32,7 @@ image: engine
 	@bash tests/setup/build-image.sh || [ "$$CI" != true ]
 
 lint: $(STAMP)
-	$(BIN)/ruff check resolver watchers tests bench
+	$(BIN)/ruff check resolver watchers tests bench testkit
 	$(BIN)/mypy
 
 unit: $(STAMP)

@@ -12,7 +12,7 @@ import dns.message
 
 from resolver.answer import Policy
 from resolver.handler import Handler
-from tests.topology import Topology, attach, container, network
+from testkit.topology import Topology, attach, container, network
 
 SOURCE = "172.50.0.200"
 ROUNDS = 200_000

@@ -37,7 +37,7 @@ import dns.message
 import dns.name
 import dns.rcode
 
-from bench.suite.procs import free_port
+from testkit.ports import free_port
 
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
 IMAGE = "scopedns-busybox:test"

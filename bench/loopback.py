@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.suite.procs import free_port
 from resolver.config import Config
 from resolver.server import Server, run_until_stopped
 from resolver.table import NameTable
-from tests.topology import Topology, attach, container, network
+from testkit.ports import free_port
+from testkit.topology import Topology, attach, container, network
 
 APP = network("app", "127.77.0.0/16")
 DB = network("db", "127.78.0.0/16", ipv6="fd00:78::/64")

@@ -13,7 +13,7 @@ from dns.rcode import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
 from resolver.answer import FORWARD, AliasOrder, LocalAnswer, Policy, decide
 from resolver.table import NameTable
 from resolver.views import HostViewPolicy
-from tests.topology import Topology, attach, container, network
+from testkit.topology import Topology, attach, container, network
 
 ALPHA = network("alpha", "172.30.0.0/24")
 BETA = network("beta", "172.31.0.0/24")

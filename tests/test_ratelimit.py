@@ -17,8 +17,8 @@ from resolver.cli import build_parser, config_from_args
 from resolver.config import Config
 from resolver.handler import Handler
 from resolver.ratelimit import LOG_INTERVAL, Limited, RateLimiter, limited_reply
+from testkit.topology import Topology, attach, container, network
 from tests.servers import Serve, port
-from tests.topology import Topology, attach, container, network
 
 NET = network("rlnet", "172.61.0.0/24")
 TOPOLOGY = Topology([NET], [container("web", attach(NET, 2))])

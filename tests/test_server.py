@@ -21,10 +21,10 @@ import uvloop
 
 from resolver.framing import TcpFramer
 from resolver.server import UDP_RECEIVE_BUFFER, Server, enlarge_receive_buffer
+from testkit.topology import Topology, attach, container, network
 from tests.conftest import Fakes
 from tests.fakes import FAKE_ADDRESS, FakeUpstream
 from tests.servers import Serve, addresses, loopback_config, port
-from tests.topology import Topology, attach, container, network
 
 NET = network("srvnet", "172.60.0.0/24")
 TABLE_TOPOLOGY = Topology([NET], [container("web", attach(NET, 2, "app"))])

@@ -24,10 +24,10 @@ import dns.rcode
 import dns.reversename
 import pytest
 
-from bench.suite.procs import free_port
 from resolver.answer import AliasOrder, Policy
 from resolver.handler import Handler
 from resolver.table import NameTable
+from testkit.ports import free_port
 from tests.conftest import WatcherFactory
 from tests.docker_engine import URL, Engine, require_engine
 from tests.fake_engine import FakeEngine

@@ -9,7 +9,7 @@ from ipaddress import ip_address
 from resolver.answer import AliasOrder, LocalAnswer, Policy, decide
 from resolver.model import EngineState
 from resolver.table import NameTable
-from tests.topology import Topology, attach, container, network
+from testkit.topology import Topology, attach, container, network
 
 NET = network("appnet", "172.40.0.0/24")
 OTHER = network("other", "172.41.0.0/24")

@@ -24,10 +24,10 @@ from resolver.answer import AliasOrder
 from resolver.framing import TcpFramer, frame
 from resolver.server import Server
 from resolver.tcp import MAX_PENDING, TcpClients, TcpConnection
+from testkit.topology import Topology, attach, container, network
 from tests.conftest import Fakes
 from tests.fakes import FakeUpstream
 from tests.servers import Serve, addresses, loopback_config, port
-from tests.topology import Topology, attach, container, network
 
 NET = network("abusenet", "172.62.0.0/16")
 # 200 holders of one name: a 3 KB reply, so a client that does not read falls behind fast.

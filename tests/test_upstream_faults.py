@@ -26,10 +26,10 @@ from resolver.loopcheck import forwards_to_itself
 from resolver.server import Server
 from resolver.transport import LogEvery
 from resolver.wire import Query, parse_query
+from testkit.topology import Topology, attach, container, network
 from tests.conftest import Fakes
 from tests.fakes import FAKE_ADDRESS, OVERSIZED_RECORDS, FakeUpstream, fake_reply
 from tests.servers import Serve, addresses, loopback_config, port
-from tests.topology import Topology, attach, container, network
 
 # Client networks inside 127.0.0.0/8, so a test can send from a container's own address.
 INTERNAL = network("backplane", "127.61.0.0/24", internal=True)

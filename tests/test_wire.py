@@ -21,7 +21,7 @@ from resolver.framing import TcpFramer, frame
 from resolver.handler import Forward, Handler
 from resolver.slowpath import ParsedSlow, parse_with_dnspython, render_with_dnspython
 from resolver.table import NameTable
-from tests.topology import Topology, attach, container, network
+from testkit.topology import Topology, attach, container, network
 
 NET = network("wirenet", "172.50.0.0/24", ipv6="fd00:50::/64")
 LONG = "a" * 63

@@ -15,7 +15,7 @@ import pytest
 
 from resolver.answer import Policy
 from resolver.handler import Forward, Handler
-from tests.topology import Topology, attach, container, network
+from testkit.topology import Topology, attach, container, network
 
 NET = network("zonenet", "172.70.0.0/24")
 SOURCE = "172.70.0.100"

@@ -18,13 +18,13 @@ from bench.suite.dnsperf import Target
 from bench.suite.names import Endpoint
 from bench.suite.procs import (
     Cleanup,
-    free_port,
     pinned,
     process_tree,
     start,
     stop_pid,
     wait_answering,
 )
+from testkit.ports import free_port
 
 READY_SECONDS = 60.0  # a 10,000-container snapshot must load within this
 AARDVARK = "/usr/lib/podman/aardvark-dns"  # Debian installs it outside PATH

@@ -164,17 +164,3 @@ def wait_answering(port: int, qname: str, deadline: float,
             return time.monotonic() - began
         time.sleep(0.01)
     raise RuntimeError(f"no NOERROR answer for {qname} on port {port} in {deadline:.0f} s")
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 now."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port

@@ -32,13 +32,13 @@ from bench.suite.procs import (
     Cleanup,
     adopt_orphans,
     cpu_sets,
-    free_port,
     pinned,
     start,
     wait_answering,
 )
 from bench.suite.report import publish
 from bench.suite.scale import scale_rows
+from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_PEERS = ("scopedns", "docker", "dnsmasq", "unbound", "aardvark-dns", "nsd")

@@ -1,6 +1,6 @@
 # Pure parsing and statistics for the benchmark suite: dnsperf's summary and its verbose
 # per-response lines, /proc/<pid>/stat CPU ticks, percentiles, and the median/min/max spread
-# reported for every measure. No I/O here: tests/test_bench_parsing.py feeds it text.
+# reported for every measure. No I/O here: bench/tests/test_bench_parsing.py feeds it text.
 from __future__ import annotations
 
 import math

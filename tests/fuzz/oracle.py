@@ -16,7 +16,7 @@ from resolver.answer import Policy
 from resolver.framing import TcpFramer, frame
 from resolver.handler import Forward, Handler, Outcome
 from resolver.ratelimit import RateLimiter
-from tests.topology import Topology, attach, container, network
+from testkit.topology import Topology, attach, container, network
 
 NET = network("fuzznet", "172.70.0.0/24", ipv6="fd00:70::/64")
 OTHER = network("othernet", "172.71.0.0/24")
