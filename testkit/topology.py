@@ -1,5 +1,6 @@
-# Small builders for name-table topologies in tests: networks and containers by name, with
-# addresses derived from the network's subnet, so a test reads like a `docker run` script.
+# Small builders for name-table topologies in tests and benchmarks: networks and containers by
+# name, with addresses derived from the network's subnet, so a test reads like a `docker run`
+# script.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,6 +8,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from resolver.model import ContainerInfo, EndpointInfo, EngineState, LinkAlias, NetworkInfo
 from resolver.table import NameTable
+from resolver.views import HostViewPolicy
 
 
 def network(name: str, subnet: str, *, internal: bool = False, ipv6: str | None = None,
@@ -39,7 +41,7 @@ class Topology:
     networks: list[NetworkInfo] = field(default_factory=list)
     containers: list[ContainerInfo] = field(default_factory=list)
 
-    def table(self, **kwargs: object) -> NameTable:
-        table = NameTable(**kwargs)  # type: ignore[arg-type]
+    def table(self, host_view: HostViewPolicy | None = None) -> NameTable:
+        table = NameTable(host_view)
         table.replace_all(EngineState(tuple(self.networks), tuple(self.containers)))
         return table

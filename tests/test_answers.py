@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 
+import dns.rcode
 import dns.rdatatype
 import pytest
 from dns.rcode import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
 
 from resolver.answer import FORWARD, AliasOrder, LocalAnswer, Policy, decide
+from resolver.model import ContainerInfo
 from resolver.table import NameTable
 from resolver.views import HostViewPolicy
 from testkit.topology import Topology, attach, container, network
@@ -47,8 +49,8 @@ TOPOLOGY = Topology(
 )
 
 
-def ip_of(c: object, net_index: int = 0, v6: bool = False) -> str:
-    ep = c.endpoints[net_index]  # type: ignore[attr-defined]
+def ip_of(c: ContainerInfo, net_index: int = 0, v6: bool = False) -> str:
+    ep = c.endpoints[net_index]
     return str(ep.ipv6 if v6 else ep.ipv4)
 
 
@@ -68,7 +70,8 @@ def _answer(table: NameTable, case: Case, policy: Policy) -> str | tuple[str, ..
         return "FORWARD"
     assert isinstance(decision, LocalAnswer)
     if decision.rcode != NOERROR:
-        return {NXDOMAIN: "NXDOMAIN", REFUSED: "REFUSED", SERVFAIL: "SERVFAIL"}[decision.rcode]
+        rcode = dns.rcode.Rcode.make(decision.rcode)
+        return {NXDOMAIN: "NXDOMAIN", REFUSED: "REFUSED", SERVFAIL: "SERVFAIL"}[rcode]
     if not decision.records:
         return "NODATA"
     return tuple(r.rdata.to_text() for r in decision.records)
@@ -204,13 +207,13 @@ def test_alias_orders(order: AliasOrder, expect: tuple[str, ...]) -> None:
 
 def test_shuffle_returns_every_holder_shuffled() -> None:
     table = TOPOLOGY.table()
-    view = table.view_for(WEB2.endpoints[0].ipv4)  # type: ignore[arg-type]
+    view = table.view_for(ip_address(ip_of(WEB2)))
     answer = decide(view, True, "app", 1, Policy(alias_order=AliasOrder.SHUFFLE))
     assert isinstance(answer, LocalAnswer) and answer.shuffle
     assert {r.rdata.to_text() for r in answer.records} == {ip_of(WEB1), ip_of(WEB2)}
 
 
 def test_ttl_is_applied() -> None:
-    view = TOPOLOGY.table().view_for(WEB2.endpoints[0].ipv4)  # type: ignore[arg-type]
+    view = TOPOLOGY.table().view_for(ip_address(ip_of(WEB2)))
     answer = decide(view, True, "web1", 1, Policy(ttl=600))
     assert isinstance(answer, LocalAnswer) and [r.ttl for r in answer.records] == [600]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import dns.edns
 import dns.message
 import dns.rcode
+import dns.rdatatype
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,10 +48,10 @@ option_codes = st.integers(0, 65535).filter(lambda code: code not in dns.edns._t
 
 @st.composite
 def valid_queries(draw: st.DrawFn) -> bytes:
-    options = draw(st.lists(st.builds(dns.edns.GenericOption, option_codes,
-                                      st.binary(max_size=24)), max_size=3))
+    options: list[dns.edns.Option] = list(draw(st.lists(st.builds(
+        dns.edns.GenericOption, option_codes, st.binary(max_size=24)), max_size=3)))
     query = dns.message.make_query(
-        draw(st.sampled_from(NAMES)), draw(st.sampled_from(QTYPES)),
+        draw(st.sampled_from(NAMES)), dns.rdatatype.RdataType.make(draw(st.sampled_from(QTYPES))),
         use_edns=draw(st.sampled_from([None, 0, 0, 1, 255])), payload=draw(st.integers(0, 65535)),
         want_dnssec=draw(st.booleans()), options=options)
     query.id = draw(st.integers(0, 65535))

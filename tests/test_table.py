@@ -7,7 +7,7 @@ from dataclasses import replace
 from ipaddress import ip_address
 
 from resolver.answer import AliasOrder, LocalAnswer, Policy, decide
-from resolver.model import EngineState
+from resolver.model import ContainerInfo, EngineState
 from resolver.table import NameTable
 from testkit.topology import Topology, attach, container, network
 
@@ -24,8 +24,8 @@ def holders(table: NameTable, name: str = "app", order: AliasOrder = AliasOrder.
     return [r.rdata.to_text() for r in answer.records]
 
 
-def fresh(*containers: object) -> NameTable:
-    return Topology([NET, OTHER], [CLIENT, *containers]).table()  # type: ignore[list-item]
+def fresh(*containers: ContainerInfo) -> NameTable:
+    return Topology([NET, OTHER], [CLIENT, *containers]).table()
 
 
 A = container("a", attach(NET, 2, "app"), started="2026-01-01T00:00:01Z")

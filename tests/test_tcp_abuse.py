@@ -13,7 +13,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dns.asyncquery
 import dns.message
@@ -157,25 +157,31 @@ class FakeConnection:
         self.closed = True
 
 
+def slot(connection: FakeConnection) -> TcpConnection:
+    """A stand-in as TcpClients takes it: the bookkeeping reads only `source`, `is_idle()`
+    and `close()`, which FakeConnection has."""
+    return cast(TcpConnection, connection)
+
+
 def test_slots_reclaim_the_longest_idle_and_refuse_when_all_are_busy() -> None:
     clients = TcpClients(max_total=3, max_per_source=2)
     a, b, c = FakeConnection("10.0.0.1"), FakeConnection("10.0.0.2"), FakeConnection("10.0.0.3")
-    assert all(clients.admit(x) for x in (a, b, c))  # type: ignore[arg-type]
-    clients.touch(a)  # a asked something: b is now the longest idle
+    assert all(clients.admit(slot(x)) for x in (a, b, c))
+    clients.touch(slot(a))  # a asked something: b is now the longest idle
     d = FakeConnection("10.0.0.4")
-    assert clients.admit(d) and b.closed and not a.closed  # type: ignore[arg-type]
+    assert clients.admit(slot(d)) and b.closed and not a.closed
     for x in (a, c, d):
         x.idle = False
-    assert not clients.admit(FakeConnection("10.0.0.5"))  # type: ignore[arg-type]
-    clients.remove(a)  # type: ignore[arg-type]
-    assert clients.admit(FakeConnection("10.0.0.5")) and len(clients) == 3  # type: ignore[arg-type]
+    assert not clients.admit(slot(FakeConnection("10.0.0.5")))
+    clients.remove(slot(a))
+    assert clients.admit(slot(FakeConnection("10.0.0.5"))) and len(clients) == 3
 
 
 def test_a_source_at_its_cap_is_refused_even_with_free_slots() -> None:
     clients = TcpClients(max_total=10, max_per_source=2)
     same = [FakeConnection("10.0.0.1") for _ in range(3)]
-    assert [clients.admit(x) for x in same] == [True, True, False]  # type: ignore[arg-type]
-    assert not any(x.closed for x in same) and clients.admit(FakeConnection("10.0.0.2"))  # type: ignore[arg-type]
+    assert [clients.admit(slot(x)) for x in same] == [True, True, False]
+    assert not any(x.closed for x in same) and clients.admit(slot(FakeConnection("10.0.0.2")))
 
 
 PIPELINED = 1000
@@ -224,7 +230,7 @@ async def until_paused(server: Server, source: str) -> TcpConnection:
 
 
 async def read_replies(sock: socket.socket, count: int) -> list[int]:
-    loop, framer, ids = asyncio.get_running_loop(), TcpFramer(), []
+    loop, framer, ids = asyncio.get_running_loop(), TcpFramer(), list[int]()
     while len(ids) < count:
         data = await asyncio.wait_for(loop.sock_recv(sock, 65536), BOUND)
         assert data, "closed before every reply arrived"
