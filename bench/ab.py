@@ -24,12 +24,12 @@ from bench.suite.procs import (
     Cleanup,
     cpu_seconds,
     cpu_sets,
-    free_port,
     pinned,
     stop,
     wait_answering,
 )
 from bench.suite.stats import parse_summary
+from testkit.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SATURATION_STEPS = (200_000, 140_000, 100_000, 70_000, 50_000, 35_000)

@@ -132,17 +132,26 @@ def build_table() -> NameTable:
     return topology().table()
 
 
-async def _serve(port: int) -> None:
-    config = Config(listen=((HOST_ADDRESS, port),), upstreams=())
+class FixedTable:
+    """The state source (resolver/sources.py) of a table built once: nothing to feed."""
 
-    async def idle_source(table: NameTable) -> None:
+    async def run(self) -> None:
         await asyncio.Event().wait()
 
+    def reload(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def _serve(port: int) -> None:
+    config = Config(listen=((HOST_ADDRESS, port),), upstreams=())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await run_until_stopped(Server(config, build_table()), idle_source, stop)
+    await run_until_stopped(Server(config, build_table()), FixedTable(), stop)
 
 
 def main() -> None:
