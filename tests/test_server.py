@@ -158,7 +158,7 @@ FOUR_UPSTREAMS = [arg for n in range(1, 5) for arg in ("--upstream", f"192.0.2.{
 @pytest.mark.parametrize(("args", "reason"), [
     (["serve", "--alias-order", "random"], "--alias-order"),
     (["serve", "--ttl", "-1"], "--ttl"),
-    (["serve", "--listen", "not-an-address:x"], ""),  # says "invalid literal for int()" only
+    (["serve", "--listen", "not-an-address:x"], "--listen"),
     (["serve", "--upstream", "127.0.0.1:5353"],  # the default listen address: a loop
      "upstream 127.0.0.1:5353 is this server itself"),
     (["serve", "--upstream", "dns.example.invalid"], "dns.example.invalid"),
