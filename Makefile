@@ -9,7 +9,7 @@ RUN_ARGS ?= --listen 127.0.0.1:5353
 DOCKER ?= $(shell command -v /usr/bin/docker || command -v docker)
 export DOCKER
 
-.PHONY: run test lint unit lowest system engine image clean fuzz bench
+.PHONY: run test lint unit lowest system engine image test-image clean fuzz bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || bash tests/setup/install-system.sh
@@ -28,8 +28,14 @@ system:
 engine: system
 	@bash tests/setup/start-docker.sh || [ "$$CI" != true ]
 
-image: engine
+test-image: engine
 	@bash tests/setup/build-image.sh || [ "$$CI" != true ]
+
+# The scopedns image (Dockerfile; docs/deployment.md). No registry needed: the base is pulled
+# or built locally with debootstrap, and the build installs wheels made here, offline.
+IMAGE ?= scopedns:latest
+image: system engine $(STAMP)
+	@IMAGE=$(IMAGE) PYTHON=$(BIN)/python bash image/build.sh || [ "$$CI" != true ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check resolver watchers tests bench testkit
@@ -38,7 +44,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -m 'not docker'
 
-test: system $(STAMP) image lint
+test: system $(STAMP) test-image image lint
 	$(BIN)/pytest -q -rs
 	@$(MAKE) --no-print-directory lowest
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs from Debian on a fresh machine (as root): the venv module,
-# the Docker engine, static busybox for the test image, dig and nsenter. Idempotent: does
+# the Docker engine, static busybox for the test image, dig and nsenter, debootstrap and
+# docker-compose. Idempotent: does
 # nothing when everything is already there. Without root it only says what is missing.
 set -euo pipefail
 
@@ -14,6 +15,10 @@ command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# `make image` builds its base with debootstrap when no registry answers (image/build-base.sh);
+# the compose example is tested with Debian's Compose 1.29 (tests/integration/test_deploy.py).
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
