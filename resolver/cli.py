@@ -170,6 +170,9 @@ SERVE_FLAGS = (
     Flag("rate-limit-burst", _number(float, 0), 0.0, "queries a source may send at once "
          "before the limit applies (default: QPS)", metavar="N"),
     Flag("log-level", _one_of(LOG_LEVELS), "info", f"{', '.join(LOG_LEVELS)} (default info)"),
+    Flag("attach", _one_of(("all", "labeled")), None, "in a container: join every user-defined "
+         "network, or those labelled scopedns.attach=true, also ones created later "
+         "(docs/deployment.md)", metavar="all|labeled"),
 )
 
 

@@ -62,6 +62,8 @@ class Config:
     tcp_max_per_source: int = DEFAULT_TCP_MAX_PER_SOURCE
     rate_limit: float = DEFAULT_RATE_LIMIT
     rate_limit_burst: float = 0.0  # 0: one second's worth (rate_limit)
+    # `serve --attach all|labeled`: the sidecar joins networks itself (watchers/attach.py).
+    attach: str | None = None
 
     @property
     def engine_description(self) -> str:

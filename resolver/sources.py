@@ -39,4 +39,9 @@ def open_source(config: Config, table: NameTable) -> StateSource:
             raise SourceError(str(error)) from None
     from watchers.docker import DockerWatcher
 
-    return DockerWatcher(table, config.docker, resync_interval=config.resync_interval)
+    watcher = DockerWatcher(table, config.docker, resync_interval=config.resync_interval)
+    if config.attach:
+        from watchers.attach import Attaching
+
+        return Attaching(watcher, config.docker, config.attach)
+    return watcher

@@ -1,0 +1,165 @@
+# `serve --attach all|labeled` (docs/deployment.md, "The sidecar attaches itself"): the
+# sidecar finds its own container, joins every network the policy (attach_policy.py) accepts,
+# then every such network created later, logging its address on each. It has its own engine
+# client and event subscription (network create events only) and reconnects with backoff; the
+# name table learns the new endpoints from the watcher's own events, like any container's.
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+from aiodocker.exceptions import DockerError
+from aiodocker.networks import DockerNetwork
+
+from resolver.sources import StateSource
+from watchers.attach_policy import (
+    AttachMode,
+    addresses_on,
+    decide,
+    endpoint_config,
+    joined_networks,
+    network_names,
+    own_id_from_cgroup,
+    own_id_from_mountinfo,
+)
+from watchers.engine_api import (
+    ENGINE_ERRORS,
+    REQUEST_TIMEOUT,
+    close_quietly,
+    describe,
+    show_network,
+)
+
+log = logging.getLogger("watchers.attach")
+
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+_CREATE_EVENTS = {"type": ["network"], "event": ["create"]}
+
+class NotAContainer(RuntimeError):
+    """--attach outside a container, or one the engine does not know."""
+
+
+async def find_own_container(docker: Any) -> Mapping[str, Any]:
+    """Our own container's inspect: the ID from mountinfo, else cgroup, else the hostname."""
+    candidates: list[str] = []
+    for path, parse in ((Path("/proc/self/mountinfo"), own_id_from_mountinfo),
+                        (Path("/proc/self/cgroup"), own_id_from_cgroup)):
+        try:
+            found = parse(path.read_text())
+        except OSError:
+            found = None
+        if found:
+            candidates.append(found)
+    candidates.append(socket.gethostname())  # Docker's default hostname is the short ID
+    for candidate in candidates:
+        try:
+            data = await docker.containers.container(candidate).show()
+        except DockerError as exc:
+            if exc.status == 404:
+                continue
+            raise
+        if isinstance(data, Mapping):
+            return data
+    raise NotAContainer("--attach: this process is not in a container the engine at hand "
+                        "knows (looked in /proc/self/mountinfo, /proc/self/cgroup, hostname)")
+
+
+class Attacher:
+    """Keeps the sidecar on every network `mode` selects."""
+
+    def __init__(self, docker_url: str | None, mode: AttachMode) -> None:
+        self._url = docker_url
+        self._mode = mode
+        self._refused: set[str] = set()  # networks already logged as not joinable
+
+    async def run(self) -> None:
+        delay = BACKOFF_INITIAL
+        while True:
+            try:
+                await self._cycle()
+            except NotAContainer as exc:
+                log.error("%s; not attaching to any network", exc)
+                return
+            except ENGINE_ERRORS as exc:
+                log.warning("attach: engine unreachable (%s); retrying in %.1f s",
+                            describe(exc), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _cycle(self) -> None:
+        docker: Any = aiodocker.Docker(url=self._url, timeout=REQUEST_TIMEOUT)
+        try:
+            me = await find_own_container(docker)
+            own_id = str(me["Id"])
+            subscriber = docker.events.subscribe(filters=_CREATE_EVENTS)  # before the listing
+            for name in network_names(me):
+                log.info("attach: on network %s at %s", name,
+                         ", ".join(addresses_on(me, name)) or "no address")
+            for network in await docker.networks.list() or ():
+                if isinstance(network, Mapping):
+                    await self._consider(docker, own_id, network, joined_networks(me))
+            while True:
+                event = await subscriber.get()
+                if event is None:
+                    raise ConnectionError("event stream ended")
+                network_id = str((event.get("Actor") or {}).get("ID") or "")
+                data = await show_network(docker, network_id) if network_id else None
+                if isinstance(data, Mapping):
+                    await self._consider(docker, own_id, data, set())
+        finally:
+            await close_quietly(docker)
+
+    async def _consider(self, docker: Any, own_id: str, network: Mapping[str, Any],
+                        joined: set[str]) -> None:
+        name, network_id = str(network.get("Name")), str(network.get("Id"))
+        if name in joined or network_id in joined:
+            return
+        decision = decide(network, self._mode)
+        if not decision.join:
+            return
+        if decision.problem:
+            log.warning("attach: network %s: %s", name, decision.problem)
+        try:
+            network_api: Any = DockerNetwork  # untyped in aiodocker
+            await network_api(docker, network_id).connect(
+                {"Container": own_id, "EndpointConfig": endpoint_config(decision.address)})
+        except DockerError as exc:
+            if "already exists" in str(exc):
+                return
+            if network_id not in self._refused:
+                at = f" at {decision.address}" if decision.address else ""
+                log.error("attach: cannot join network %s%s: %s", name, at, describe(exc))
+                self._refused.add(network_id)
+            return
+        me = await docker.containers.container(own_id).show()
+        log.info("attach: joined network %s at %s", name,
+                 ", ".join(addresses_on(me, name)) or "no address")
+
+
+class Attaching:
+    """A state source (resolver/sources.py) with the attacher running beside it: `run` runs
+    both, reload and close go to the source."""
+
+    def __init__(self, source: StateSource, docker_url: str | None, mode: str) -> None:
+        self._source = source
+        self._attacher = Attacher(docker_url, AttachMode(mode))
+
+    async def run(self) -> None:
+        attaching = asyncio.create_task(self._attacher.run(), name="attach")
+        try:
+            await self._source.run()
+        finally:
+            attaching.cancel()
+            await asyncio.gather(attaching, return_exceptions=True)
+
+    def reload(self) -> None:
+        self._source.reload()
+
+    async def close(self) -> None:
+        await self._source.close()
