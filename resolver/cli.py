@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="engine URL (default DOCKER_HOST or the local socket)")
     snapshot.add_argument("--output", "-o", default="-", metavar="FILE|-",
                           help="where to write it (default -: stdout)")
+    resolv = commands.add_parser("resolv-conf", help="print a resolv.conf that asks scopedns "
+                                 "directly (bind-mount it as a container's /etc/resolv.conf)")
+    resolv.add_argument("--nameserver", action="append", default=[], metavar="ADDR",
+                        help="scopedns's address as the container reaches it, repeatable")
+    resolv.add_argument("--search", action="append", default=[], metavar="DOMAIN")
+    resolv.add_argument("--ndots", type=int, default=0, help="(default %(default)s, as Docker)")
     return parser
 
 
@@ -285,6 +291,18 @@ def _snapshot_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolv_conf_command(args: argparse.Namespace) -> int:
+    """`scopedns resolv-conf`: the file for the direct way in (docs/deployment.md)."""
+    from resolver.direct import render_resolv_conf
+
+    try:
+        print(render_resolv_conf(args.nameserver, args.search, args.ndots), end="")
+    except ValueError as error:
+        print(f"scopedns: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _serve_command(args: argparse.Namespace) -> int:
     from resolver.server import StartError, serve
 
@@ -311,4 +329,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "snapshot":
         return _snapshot_command(args)
+    if args.command == "resolv-conf":
+        return _resolv_conf_command(args)
     return _serve_command(args)
