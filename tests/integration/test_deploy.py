@@ -242,3 +242,64 @@ def test_forwarded_zone_through_a_host_process_on_a_gateway(deploy: Deploy) -> N
         check_forwarded_zone(deploy, "hp", served.gateway, other, served)
     finally:
         deploy.procs.stop("host-scopedns")
+
+
+# --- direct: the container's /etc/resolv.conf points at scopedns ----------------------------
+
+
+def test_direct_every_rule_through_the_containers_own_resolver(deploy: Deploy) -> None:
+    """Clients whose /etc/resolv.conf (printed by `scopedns resolv-conf`, bind-mounted) names
+    the sidecar. How the stub resolvers differ, and what each check relies on:
+    - busybox nslookup asks A then AAAA and prints both; it tries the search list FIRST,
+      whatever ndots says (`svc` with `search dpl.test` becomes `svc.dpl.test`);
+    - glibc `getent hosts` asks AAAA first and falls back to A: scopedns answers NODATA for
+      AAAA of an IPv4-only name, so nothing is forwarded; with ndots:0 (Docker's, and
+      resolv-conf's default) a name is asked as it is before any search suffix;
+    - dig (not used as proof here) asks exactly one name and type, no search list unless
+      +search, no AAAA fallback."""
+    run, net = deploy.clients.start, deploy.front.name
+    plain = deploy.clients.resolv_conf("direct", deploy.address)
+    search = deploy.clients.resolv_conf("search", deploy.address, "--search", ZONE)
+    first = run("d-first", net, "--network-alias", "svc")
+    second = run("d-second", net, "--network-alias", "svc")
+    away = run("d-away", deploy.back.name)
+    busybox = run("d-busybox", net, resolv_conf=plain)
+    glibc = run("d-glibc", net, resolv_conf=plain, glibc=True)
+    linker = run("d-linker", net, "--link", f"{second}:dlnk", resolv_conf=plain)
+    first_ip, second_ip = ip(first, net), ip(second, net)
+    # first-registered holder only, from both resolvers
+    for ask in (lambda: nslookup(busybox, "svc"), lambda: getent(glibc, "svc")):
+        got = eventually(ask, gives([first_ip]))
+        assert got.addresses == {first_ip}, got.text
+    # link aliases only for the container that declared the link; views
+    got = eventually(lambda: nslookup(linker, "dlnk"), gives([second_ip]))
+    assert got.addresses == {second_ip}, got.text
+    assert not nslookup(busybox, "dlnk").found
+    assert not nslookup(busybox, away).found  # on a network the client is not on
+    # name.network, and PTR giving name.network
+    assert eventually(lambda: getent(glibc, f"{second}.{net}"), gives([second_ip])).found
+    assert nslookup(busybox, f"{second}.{net}").addresses == {second_ip}
+    assert nslookup(busybox, second_ip).names == {f"{second}.{net}"}
+    assert getent(glibc, second_ip).names == {f"{second}.{net}"}
+    # NODATA for a type a local name does not have, never forwarded; AAAA-first getent
+    txt = nslookup(busybox, second, "txt")
+    assert not txt.found and "can't find" not in txt.text, txt.text
+    assert getent(glibc, second).addresses == {second_ip}
+    assert not deploy.forwarded(second)
+    # misses are forwarded upstream
+    for box, ask_miss in ((busybox, nslookup), (glibc, getent)):
+        miss = f"direct-miss-{box}.invalid"
+        assert ask_miss(box, miss).addresses == {FAKE}
+        assert deploy.forwarded(miss)
+    # the search list: busybox tries it first, glibc (ndots:0) asks the name as it is first
+    searching = run("d-search", net, resolv_conf=search)
+    searching_glibc = run("d-search-glibc", net, resolv_conf=search, glibc=True)
+    got = nslookup(searching, "svc")
+    assert got.asked_as == f"svc.{ZONE}" and got.addresses == {first_ip}, got.text
+    got = getent(searching_glibc, "svc")
+    assert got.asked_as == "svc" and got.addresses == {first_ip}, got.text
+    # failover: the first holder stops, the next answers at once (TTL 0)
+    docker("stop", "-t", "0", first)
+    for ask in (lambda: nslookup(busybox, "svc"), lambda: getent(glibc, "svc")):
+        got = eventually(ask, gives([second_ip]))
+        assert got.addresses == {second_ip}, got.text
