@@ -42,6 +42,7 @@ from .harness import (
     DOCKER,
     LABEL,
     NO_REPLY,
+    REPO_ROOT,
     Engine,
     Network,
     Processes,
@@ -53,6 +54,7 @@ from .harness import (
     forwarded,
     free_subnet,
     poll,
+    tail,
 )
 
 pytestmark = pytest.mark.docker
@@ -303,3 +305,51 @@ def test_direct_every_rule_through_the_containers_own_resolver(deploy: Deploy) -
     for ask in (lambda: nslookup(busybox, "svc"), lambda: getent(glibc, "svc")):
         got = eventually(ask, gives([second_ip]))
         assert got.addresses == {second_ip}, got.text
+
+
+# --- host: the host's own resolver ------------------------------------------------------------
+
+HOST_SCRIPT = """
+set -u
+ip link set lo up
+mount --bind "$RESOLV" /etc/resolv.conf
+timeout 100 "$PY" -m tests.integration.fake_upstream --log "$LOG" --listen 127.0.0.1:5300 \
+    >/dev/null 2>&1 &
+upstream=$!
+timeout 100 "$PY" -m resolver serve --listen 127.0.0.1:53 --upstream 127.0.0.1:5300 \
+    --domain "$ZONE" >"$SERVER_LOG" 2>&1 &
+server=$!
+trap 'kill $upstream $server 2>/dev/null; wait' EXIT
+for _ in $(seq 100); do
+  getent hosts "ready-probe.invalid" >/dev/null && break
+  sleep 0.3
+done
+for name in $NAMES; do echo "== $name"; getent hosts "$name"; done
+"""
+
+
+def test_host_view_from_the_hosts_own_resolver(deploy: Deploy) -> None:
+    """The host's processes resolve through glibc and /etc/resolv.conf. Changing the real
+    host's file is not safe on a shared machine, so the test runs in a private mount and
+    network namespace (`unshare --mount --net`): there /etc/resolv.conf is bind-mounted to
+    `nameserver 127.0.0.1` and scopedns listens on 127.0.0.1:53 (loopback: the host view, every
+    user-defined network), with the engine reached through its socket file."""
+    holder = deploy.clients.start("h-holder", deploy.front.name, "--network-alias", "hsvc")
+    holder_ip = ip(holder, deploy.front.name)
+    resolv = deploy.logs / "host-resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions ndots:0\n")
+    names = {holder: {holder_ip}, f"{holder}.{deploy.front.name}": {holder_ip},
+             "hsvc": {holder_ip}, f"{holder}.{ZONE}": {holder_ip},
+             f"host-miss-{deploy.engine.run_id}.invalid": {FAKE}}
+    env = {**os.environ, "RESOLV": str(resolv), "PY": sys.executable, "ZONE": ZONE,
+           "LOG": str(deploy.logs / "host-upstream.jsonl"),
+           "SERVER_LOG": str(deploy.logs / "host-scopedns.log"), "NAMES": " ".join(names)}
+    proc = subprocess.run(["unshare", "--mount", "--net", "--propagation", "private",
+                           "sh", "-c", HOST_SCRIPT], env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    answers: dict[str, set[str]] = {}
+    for block in proc.stdout.split("== ")[1:]:
+        name, _, rest = block.partition("\n")
+        answers[name] = {line.split()[0] for line in rest.splitlines() if line.split()}
+    assert answers == names, (proc.stdout, proc.stderr,
+                              tail(deploy.logs / "host-scopedns.log"))
