@@ -120,7 +120,8 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploy]:
         sidecar = start_sidecar(engine, front)
         ready = poll(lambda: dig(None, address, "ready-probe.invalid"),
                      lambda a: a.rcode not in ("SERVFAIL", NO_REPLY), timeout=60)
-        assert ready.rcode == "NOERROR", docker("logs", sidecar, check=False)
+        assert ready.rcode == "NOERROR", subprocess.run(
+            [DOCKER, "logs", sidecar], capture_output=True, text=True, check=False).stderr
         yield Deploy(engine, procs, logs, Clients(engine, logs, front.gateway), front, back,
                      address, sidecar, upstream_log)
     finally:
@@ -353,3 +354,4 @@ def test_host_view_from_the_hosts_own_resolver(deploy: Deploy) -> None:
         answers[name] = {line.split()[0] for line in rest.splitlines() if line.split()}
     assert answers == names, (proc.stdout, proc.stderr,
                               tail(deploy.logs / "host-scopedns.log"))
+
