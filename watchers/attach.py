@@ -32,6 +32,7 @@ from watchers.engine_api import (
     REQUEST_TIMEOUT,
     close_quietly,
     describe,
+    inspect_one,
     show_network,
 )
 
@@ -81,6 +82,7 @@ class Attacher:
     async def run(self) -> None:
         delay = BACKOFF_INITIAL
         while True:
+            started = asyncio.get_running_loop().time()
             try:
                 await self._cycle()
             except NotAContainer as exc:
@@ -89,6 +91,8 @@ class Attacher:
             except ENGINE_ERRORS as exc:
                 log.warning("attach: engine unreachable (%s); retrying in %.1f s",
                             describe(exc), delay)
+            if asyncio.get_running_loop().time() - started > BACKOFF_MAX:
+                delay = BACKOFF_INITIAL  # it ran well for a while: a fresh failure
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -109,8 +113,11 @@ class Attacher:
                 if event is None:
                     raise ConnectionError("event stream ended")
                 network_id = str((event.get("Actor") or {}).get("ID") or "")
-                data = await show_network(docker, network_id) if network_id else None
-                if isinstance(data, Mapping):
+                if not network_id:
+                    continue
+                data = await inspect_one(show_network(docker, network_id),
+                                         f"network {network_id}")
+                if isinstance(data, Mapping):  # else gone already, or logged
                     await self._consider(docker, own_id, data, set())
         finally:
             await close_quietly(docker)
@@ -137,9 +144,9 @@ class Attacher:
                 log.error("attach: cannot join network %s%s: %s", name, at, describe(exc))
                 self._refused.add(network_id)
             return
-        me = await docker.containers.container(own_id).show()
-        log.info("attach: joined network %s at %s", name,
-                 ", ".join(addresses_on(me, name)) or "no address")
+        me = await inspect_one(docker.containers.container(own_id).show(), "own container")
+        addresses = addresses_on(me, name) if isinstance(me, Mapping) else []
+        log.info("attach: joined network %s at %s", name, ", ".join(addresses) or "no address")
 
 
 class Attaching:
