@@ -90,6 +90,7 @@ BAD_VALUES = [
     ("domain", "a..b", "not a domain name"), ("host-view-from", "10.0.0.0/33", "CIDR"),
     ("rate-limit", "-1", "at least 0"), ("rate-limit-burst", "many", "not a number"),
     ("log-level", "verbose", "debug, info, warning, error"),
+    ("attach", "some", "all, labeled"),
 ]
 
 
