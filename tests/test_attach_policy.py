@@ -1,5 +1,5 @@
 """The sidecar's decisions without Docker: which networks `--attach` joins, at which address,
-and how it finds its own container ID (watchers/attach_policy.py)."""
+and how it finds its own container (watchers/attach_policy.py, find_own_container)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from ipaddress import ip_address
 from typing import Any
 
 import pytest
+from aiodocker.exceptions import DockerError
 
+from watchers.attach import NotAContainer, find_own_container
 from watchers.attach_policy import (
     AttachMode,
     decide,
@@ -91,3 +93,41 @@ def test_joined_networks_names_and_ids() -> None:
     me = {"NetworkSettings": {"Networks": {"app": {"NetworkID": "n1", "IPAddress": "10.0.0.2"}}}}
     assert joined_networks(me) == {"app", "n1"}
     assert joined_networks({}) == set()
+
+
+class FakeContainers:
+    """`docker.containers.container(x).show()` over a dict of inspects; 404 otherwise."""
+
+    def __init__(self, known: dict[str, dict[str, Any]]) -> None:
+        self.known = known
+        self.asked: list[str] = []
+
+    def container(self, name: str) -> FakeContainers:
+        self.asked.append(name)
+        return self
+
+    async def show(self) -> dict[str, Any]:
+        name = self.asked[-1]
+        if name not in self.known:
+            raise DockerError(404, {"message": f"No such container: {name}"})
+        return self.known[name]
+
+
+class FakeDocker:
+    def __init__(self, known: dict[str, dict[str, Any]]) -> None:
+        self.containers = FakeContainers(known)
+
+
+async def test_own_container_from_proc_first_then_only_a_hostname_that_is_its_own() -> None:
+    me = {"Id": ID, "Config": {"Hostname": "3f3f3f3f3f3f"}}
+    mountinfo = f"640 611 254:1 /var/lib/docker/containers/{ID}/hostname /etc/hostname rw\n"
+    docker = FakeDocker({ID: me, "3f3f3f3f3f3f": me})
+    assert await find_own_container(docker, mountinfo, "0::/\n", "web") is me
+    assert docker.containers.asked == [ID]
+    # no trace in /proc (cgroup v2, odd mounts): the default hostname is the short ID
+    assert await find_own_container(FakeDocker({"3f3f3f3f3f3f": me}), "", "0::/\n",
+                                    "3f3f3f3f3f3f") is me
+    # a --hostname that is another container's name must not make us attach that container
+    other = {"Id": "ab" * 32, "Config": {"Hostname": "ab" * 6}}
+    with pytest.raises(NotAContainer, match="--attach"):
+        await find_own_container(FakeDocker({"web": other}), "", "0::/\n", "web")

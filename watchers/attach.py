@@ -42,30 +42,41 @@ BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 _CREATE_EVENTS = {"type": ["network"], "event": ["create"]}
 
+
 class NotAContainer(RuntimeError):
     """--attach outside a container, or one the engine does not know."""
 
 
-async def find_own_container(docker: Any) -> Mapping[str, Any]:
-    """Our own container's inspect: the ID from mountinfo, else cgroup, else the hostname."""
-    candidates: list[str] = []
-    for path, parse in ((Path("/proc/self/mountinfo"), own_id_from_mountinfo),
-                        (Path("/proc/self/cgroup"), own_id_from_cgroup)):
+def read_own_traces() -> tuple[str, str, str]:
+    """What this process can see of its container: mountinfo, cgroup, hostname."""
+    texts = []
+    for path in (Path("/proc/self/mountinfo"), Path("/proc/self/cgroup")):
         try:
-            found = parse(path.read_text())
+            texts.append(path.read_text())
         except OSError:
-            found = None
-        if found:
-            candidates.append(found)
-    candidates.append(socket.gethostname())  # Docker's default hostname is the short ID
-    for candidate in candidates:
+            texts.append("")
+    return texts[0], texts[1], socket.gethostname()
+
+
+async def find_own_container(docker: Any, mountinfo: str, cgroup: str,
+                             hostname: str) -> Mapping[str, Any]:
+    """Our own container's inspect: the ID from mountinfo, else cgroup, else the hostname."""
+    from_proc = [found for found in (own_id_from_mountinfo(mountinfo), own_id_from_cgroup(cgroup))
+                 if found]
+    for candidate in [*from_proc, hostname]:  # Docker's default hostname is the short ID
         try:
             data = await docker.containers.container(candidate).show()
         except DockerError as exc:
             if exc.status == 404:
                 continue
             raise
-        if isinstance(data, Mapping):
+        if not isinstance(data, Mapping):
+            continue
+        # The hostname could be another container's name: only a container whose own hostname
+        # is ours counts then (an ID from /proc is ours by construction).
+        config = data.get("Config")
+        if candidate in from_proc or (isinstance(config, Mapping)
+                                      and config.get("Hostname") == hostname):
             return data
     raise NotAContainer("--attach: this process is not in a container the engine at hand "
                         "knows (looked in /proc/self/mountinfo, /proc/self/cgroup, hostname)")
@@ -99,7 +110,7 @@ class Attacher:
     async def _cycle(self) -> None:
         docker: Any = aiodocker.Docker(url=self._url, timeout=REQUEST_TIMEOUT)
         try:
-            me = await find_own_container(docker)
+            me = await find_own_container(docker, *read_own_traces())
             own_id = str(me["Id"])
             subscriber = docker.events.subscribe(filters=_CREATE_EVENTS)  # before the listing
             for name in network_names(me):
