@@ -181,7 +181,10 @@ def used_subnets() -> list[IPv4Network]:
     """Subnets of every Docker network and every host route: a new one must avoid them."""
     found: list[IPv4Network] = []
     ids = docker("network", "ls", "-q").split()
-    for line in docker("network", "inspect", "-f", "{{json .IPAM.Config}}", *ids).splitlines():
+    # check=False: a network removed between the listing and the inspect (the engine is
+    # shared) only drops out of the output
+    for line in docker("network", "inspect", "-f", "{{json .IPAM.Config}}", *ids,
+                       check=False).splitlines():
         for config in json.loads(line) or []:
             subnet = ip_network(config.get("Subnet", "::/0"), strict=False)
             if isinstance(subnet, IPv4Network):
