@@ -64,6 +64,11 @@ class Config:
     rate_limit_burst: float = 0.0  # 0: one second's worth (rate_limit)
     # `serve --attach all|labeled`: the sidecar joins networks itself (watchers/attach.py).
     attach: str | None = None
+    # serve --takeover (docs/takeover.md); no_upstream: misses under takeover get NXDOMAIN
+    # too, instead of going to Docker's resolver.
+    takeover: bool = False
+    no_upstream: bool = False
+    takeover_only: str | None = None  # LABEL[=VALUE]: only containers carrying it
 
     @property
     def engine_description(self) -> str:

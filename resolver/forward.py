@@ -12,7 +12,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from dns.rcode import REFUSED, SERVFAIL
@@ -39,28 +39,60 @@ class ForwardRefused(Exception):
     """More forwards in flight than --max-forwards: the caller answers REFUSED."""
 
 
+# Makes the socket of one upstream try (family, type). Takeover makes it inside a container's
+# namespace, to reach Docker's resolver there (docs/takeover.md).
+SocketOpener = Callable[[int, int], Awaitable[socket.socket]]
+
+
+async def plain_socket(family: int, kind: int) -> socket.socket:
+    return socket.socket(family, kind)
+
+
+class InFlight:
+    """A count of forwards in flight shared by several forwarders, and its cap."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+
 class Forwarder:
     def __init__(self, upstreams: Sequence[Upstream], timeout: float, budget: float,
-                 max_in_flight: int) -> None:
+                 max_in_flight: int, *, open_socket: SocketOpener = plain_socket,
+                 total: InFlight | None = None,
+                 tcp_upstreams: Sequence[Upstream] | None = None) -> None:
+        """`max_in_flight` caps this forwarder; `total`, when given, is a cap shared with
+        others (takeover: a quarter of --max-forwards per container, under the whole)."""
         self.upstreams = tuple(upstreams)
         self._timeout = timeout
         self._budget = budget
         self._max_in_flight = max_in_flight
+        self._open_socket = open_socket
+        self._total = total
+        # Where TCP queries go when not to `upstreams` (Docker's resolver: one port per transport).
+        self.tcp_upstreams = tuple(tcp_upstreams) if tcp_upstreams else None
         self.in_flight = 0
 
     async def forward(self, query: Query, data: bytes, tcp: bool) -> bytes | None:
         """The upstream's reply with the client's ID restored, or None if every try failed."""
-        if self.in_flight >= self._max_in_flight:
+        total = self._total
+        if self.in_flight >= self._max_in_flight or (total is not None
+                                                     and total.count >= total.limit):
             raise ForwardRefused
         self.in_flight += 1
+        if total is not None:
+            total.count += 1
         try:
             return await self._try_each(query, data, tcp)
         finally:
             self.in_flight -= 1
+            if total is not None:
+                total.count -= 1
 
     async def _try_each(self, query: Query, data: bytes, tcp: bool) -> bytes | None:
         deadline = time.monotonic() + self._budget
-        for upstream in self.upstreams:
+        upstreams = self.tcp_upstreams if tcp and self.tcp_upstreams else self.upstreams
+        for upstream in upstreams:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -84,7 +116,7 @@ class Forwarder:
         exchange = _exchange_tcp if tcp else _exchange_udp
         try:
             async with asyncio.timeout(timeout):
-                return await exchange(upstream, outgoing, query, upstream_id)
+                return await exchange(self._open_socket, upstream, outgoing, query, upstream_id)
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
             log.info("upstream %s failed for %s: %s", upstream, query.qname,
                      type(error).__name__ if isinstance(error, TimeoutError) else error)
@@ -152,13 +184,14 @@ def _record_end(reply: bytes, offset: int) -> int | None:
     return end if end <= len(reply) else None
 
 
-async def _exchange_udp(upstream: Upstream, data: bytes, query: Query, upstream_id: int) -> bytes:
+async def _exchange_udp(open_socket: SocketOpener, upstream: Upstream, data: bytes, query: Query,
+                        upstream_id: int) -> bytes:
     # A connected socket on a fresh ephemeral port: the kernel drops datagrams from any other
     # address or port, and a closed upstream port (ICMP) fails the receive. A bare socket, not
     # a transport: no address resolution and no protocol objects per try (upstreams are IPs).
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+    with await open_socket(family, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         sock.connect((upstream.host, upstream.port))
         sock.send(data)
@@ -168,8 +201,17 @@ async def _exchange_udp(upstream: Upstream, data: bytes, query: Query, upstream_
                 return reply
 
 
-async def _exchange_tcp(upstream: Upstream, data: bytes, query: Query, upstream_id: int) -> bytes:
-    reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+async def _exchange_tcp(open_socket: SocketOpener, upstream: Upstream, data: bytes, query: Query,
+                        upstream_id: int) -> bytes:
+    family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
+    sock = await open_socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (upstream.host, upstream.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     try:
         writer.write(struct.pack("!H", len(data)) + data)
         await writer.drain()

@@ -97,14 +97,17 @@ class TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transport does not subclass asyncio.Transport either.
         self._transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.source = str(peer[0]) if peer else ""
+        self.source = self.client_of(transport.get_extra_info("peername"))
         if not self._clients.admit(self):
             _CAP_REFUSALS.warning("tcp connection from %s refused: connection cap", self.source)
             self._transport.abort()
             self._transport = None
             return
         self._arm_idle()
+
+    def client_of(self, peer: tuple[object, ...] | None) -> str:
+        """Who is asking, for views and caps: the peer address (takeover overrides it)."""
+        return str(peer[0]) if peer else ""
 
     def data_received(self, data: bytes) -> None:
         self._framer.push(data)

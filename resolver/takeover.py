@@ -1,0 +1,305 @@
+# One container's 127.0.0.11 taken over (docs/takeover.md): UDP and TCP listeners bound to
+# 127.0.0.11 on ports of our own inside the container's namespace, an nftables table there that
+# diverts 127.0.0.11:53 to them ahead of Docker's DNAT, and a forwarder that sends names that
+# are not local to Docker's own resolver in the same namespace. The socket says who is asking:
+# every query on these listeners is asked as the container's endpoint address (`Client`), so
+# views, TCP caps and rate limits key on the container. Handing back removes the table first,
+# then flushes the UDP conntrack entries, then closes the sockets.
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from resolver.config import Upstream
+from resolver.divert import (
+    DELETE_TABLE,
+    DOCKER_DNS,
+    LIST_NAT,
+    LIST_TABLES,
+    DockerPorts,
+    conntrack_flush_argv,
+    divert_ruleset,
+    docker_ports,
+    has_our_table,
+    our_diversion_ports,
+)
+from resolver.forward import Forwarder, InFlight
+from resolver.handler import Forward
+from resolver.netns import Namespace, NamespaceWorker
+from resolver.nftables import NftablesError, NftContext
+from resolver.tcp import TcpClients, TcpConnection
+from resolver.transport import Resolution
+from resolver.udp import UdpListener
+
+log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 128
+CONNTRACK_TIMEOUT = 5.0
+_missing_conntrack_logged = False
+
+
+class TakeoverError(Exception):
+    """This container cannot be taken over; the message says why (one log line)."""
+
+
+@dataclass
+class Client:
+    """Who is asking on a container's listeners: its endpoint address (it may change)."""
+
+    source: str
+
+
+class TakeoverUdpListener(UdpListener):
+    def __init__(self, resolution: Resolution, client: Client) -> None:
+        super().__init__(resolution)
+        self._client = client
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        outcome = self._handle(data, self._client.source, False)
+        if isinstance(outcome, bytes):
+            self._sendto(outcome, addr)
+        elif outcome is not None:
+            task = asyncio.get_running_loop().create_task(self._forward(outcome, addr))
+            self._resolution.spawn(task)
+
+    async def _forward(self, request: Forward, addr: tuple[Any, ...]) -> None:
+        await super()._forward(request, addr)
+
+
+class TakeoverTcpConnection(TcpConnection):
+    def __init__(self, resolution: Resolution, clients: TcpClients, idle_timeout: float,
+                 client: Client) -> None:
+        super().__init__(resolution, clients, idle_timeout)
+        self.client = client
+
+    def client_of(self, peer: tuple[object, ...] | None) -> str:
+        return self.client.source
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every diversion shares: the namespace threads, the takeover handler's resolution
+    parts, the TCP caps, the forward caps and the forwarding timeouts."""
+
+    worker: NamespaceWorker
+    make_resolution: Callable[[Forwarder], Resolution]
+    tcp_clients: TcpClients
+    tcp_idle: float
+    total_forwards: InFlight
+    client_forwards: int
+    upstream_timeout: float
+    upstream_budget: float
+
+
+@dataclass
+class _Prepared:
+    nft: NftContext
+    udp: socket.socket
+    tcp: socket.socket
+    docker: DockerPorts
+
+
+def _bind_listeners() -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP on 127.0.0.11, one port for both when the kernel allows (never 53: the
+    container may serve DNS itself on 0.0.0.0:53)."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        udp.bind((DOCKER_DNS, 0))
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind((DOCKER_DNS, udp.getsockname()[1]))
+        except OSError:
+            tcp.bind((DOCKER_DNS, 0))
+        tcp.listen(LISTEN_BACKLOG)
+        udp.setblocking(False)
+        tcp.setblocking(False)
+    except BaseException:
+        udp.close()
+        tcp.close()
+        raise
+    return udp, tcp
+
+
+def _read_docker_ports(nft: NftContext) -> DockerPorts | None:
+    """Docker's DNAT ports, from nftables (iptables-nft, nftables backend) or, when nothing
+    is there, from iptables-save (iptables-legacy); runs inside the namespace."""
+    found = docker_ports(nft.run(LIST_NAT))
+    if found is None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            legacy = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True,
+                                    text=True, timeout=5, check=False)
+            found = docker_ports(legacy.stdout)
+    return found
+
+
+def _prepare_in_namespace() -> _Prepared:
+    """Inside the namespace: the nftables context, our listeners, Docker's ports, our table.
+    A table of ours left there by a run that could not own it is replaced."""
+    nft = NftContext()
+    udp = tcp = None
+    try:
+        docker = _read_docker_ports(nft)
+        if docker is None:
+            raise TakeoverError("Docker has no 127.0.0.11 diversion in its namespace")
+        udp, tcp = _bind_listeners()
+        if has_our_table(nft.run(LIST_TABLES)):
+            nft.run(DELETE_TABLE)
+        nft.run(divert_ruleset(udp.getsockname()[1], tcp.getsockname()[1]))
+        return _Prepared(nft, udp, tcp, docker)
+    except NftablesError as error:
+        _close_all(nft, udp, tcp)
+        raise TakeoverError(f"nftables: {error}") from None
+    except BaseException:
+        _close_all(nft, udp, tcp)
+        raise
+
+
+def _close_all(nft: NftContext, *sockets: socket.socket | None) -> None:
+    nft.close()
+    for sock in sockets:
+        if sock is not None:
+            sock.close()
+
+
+async def flush_conntrack(namespace_path: str) -> None:
+    """UDP conntrack entries of 127.0.0.11:53 in a namespace (docs/takeover.md); a failure is
+    logged, never raised."""
+    global _missing_conntrack_logged
+    argv = conntrack_flush_argv(namespace_path)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    except FileNotFoundError:
+        if not _missing_conntrack_logged:
+            log.warning("takeover: nsenter or conntrack not found (Debian conntrack, "
+                        "util-linux): clients keeping one UDP socket switch only when idle")
+            _missing_conntrack_logged = True
+        return
+    try:
+        async with asyncio.timeout(CONNTRACK_TIMEOUT):
+            _, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        log.warning("takeover: conntrack in %s took over %gs", namespace_path, CONNTRACK_TIMEOUT)
+        return
+    # conntrack exits 1 when there was nothing to delete.
+    if proc.returncode not in (0, 1):
+        log.debug("takeover: conntrack in %s: %s", namespace_path, err.decode().strip()[-200:])
+
+
+@dataclass
+class Diversion:
+    """One container's namespace, taken over."""
+
+    container_id: str
+    name: str
+    namespace: Namespace
+    client: Client
+    shared: Shared
+    nft: NftContext | None = None
+    docker: DockerPorts | None = None
+    ports: tuple[int, int] = (0, 0)
+    resolution: Resolution | None = None
+    _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def take(self) -> None:
+        """Listen, divert, flush: from here on, new queries to 127.0.0.11 reach us."""
+        shared, loop = self.shared, asyncio.get_running_loop()
+        prepared = await shared.worker.run(self.namespace, _prepare_in_namespace)
+        self.nft, self.docker = prepared.nft, prepared.docker
+        self.ports = (prepared.udp.getsockname()[1], prepared.tcp.getsockname()[1])
+        resolution = shared.make_resolution(self._forwarder(prepared.docker))
+        self.resolution = resolution
+        try:
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: TakeoverUdpListener(resolution, self.client), sock=prepared.udp)
+            self._closers.append(udp.close)
+            tcp = await loop.create_server(
+                lambda: TakeoverTcpConnection(resolution, shared.tcp_clients, shared.tcp_idle,
+                                              self.client), sock=prepared.tcp)
+            self._closers.append(tcp.close)
+        except BaseException:
+            prepared.udp.close()
+            prepared.tcp.close()
+            await self.release(flush=False)
+            raise
+        await flush_conntrack(self.namespace.fd_path)
+
+    def _forwarder(self, docker: DockerPorts) -> Forwarder:
+        """Names that are not local go to Docker's resolver in this very namespace."""
+        shared, namespace = self.shared, self.namespace
+
+        async def open_socket(family: int, kind: int) -> socket.socket:
+            return await shared.worker.socket_in(namespace, family, kind)
+
+        return Forwarder([Upstream(DOCKER_DNS, docker.udp)], shared.upstream_timeout,
+                         shared.upstream_budget, shared.client_forwards, open_socket=open_socket,
+                         total=shared.total_forwards,
+                         tcp_upstreams=[Upstream(DOCKER_DNS, docker.tcp)])
+
+    async def check(self) -> bool:
+        """Re-read the namespace: follow Docker's ports if its resolver moved, and put our
+        table back if it is gone. True when something had to be repaired."""
+        nft = self.nft
+        if nft is None:
+            return False
+
+        def inspect() -> tuple[str, DockerPorts | None]:
+            ruleset = nft.run(LIST_NAT)
+            return ruleset, docker_ports(ruleset)
+
+        ruleset, docker = await self.shared.worker.run(self.namespace, inspect)
+        repaired = False
+        if docker is not None and docker != self.docker and self.resolution is not None:
+            log.info("takeover: %s: Docker's resolver moved to udp %d, tcp %d",
+                     self.name, docker.udp, docker.tcp)
+            self.docker = docker
+            forwarder = self.resolution.forwarder
+            if forwarder is not None:
+                forwarder.upstreams = (Upstream(DOCKER_DNS, docker.udp),)
+                forwarder.tcp_upstreams = (Upstream(DOCKER_DNS, docker.tcp),)
+            repaired = True
+        if our_diversion_ports(ruleset) != self.ports:
+            log.warning("takeover: %s: our diversion was missing or changed; restored", self.name)
+            command = (DELETE_TABLE if has_our_table(nft.run(LIST_TABLES)) else "")
+            await self.shared.worker.run(
+                self.namespace, lambda: nft.run(command + divert_ruleset(*self.ports)))
+            await flush_conntrack(self.namespace.fd_path)
+            repaired = True
+        return repaired
+
+    async def release(self, flush: bool = True) -> None:
+        """Hand back: our table goes (Docker's rules apply again at once), stale UDP flows are
+        flushed, then our sockets close."""
+        nft, self.nft = self.nft, None
+        if nft is not None:
+            def remove() -> None:
+                with contextlib.suppress(NftablesError):
+                    nft.run(DELETE_TABLE)
+                nft.close()
+
+            try:
+                await self.shared.worker.run(self.namespace, remove)
+            except Exception as error:  # the namespace may be gone: freeing the context is enough
+                log.debug("takeover: %s: removing our table: %s", self.name, error)
+                nft.close()
+            if flush:
+                await flush_conntrack(self.namespace.fd_path)
+        for close in reversed(self._closers):
+            close()
+        self._closers.clear()
+        if self.resolution is not None:
+            for task in list(self.resolution.tasks):
+                task.cancel()
+        for connection in self.shared.tcp_clients:
+            if isinstance(connection, TakeoverTcpConnection) and connection.client is self.client:
+                connection.close()
+        self.namespace.close()
