@@ -13,7 +13,7 @@ import os
 import resource
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -56,6 +56,10 @@ SYNC_POLL = 0.05
 # Descriptors per taken-over container: namespace, netlink, UDP and TCP listeners, plus
 # connections; the soft limit is raised to the hard one at start-up.
 FDS_PER_CONTAINER = 4
+
+
+_CONTAINER_EVENTS = frozenset({EventKind.REMOVE_CONTAINER, EventKind.REFRESH_CONTAINER,
+                               EventKind.LEAVE_NETWORK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,7 @@ class TakeoverManager:
             upstream_budget=config.upstream_budget)
         self.diversions: dict[str, Diversion] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._left_alone: dict[str, str] = {}  # logged once per container and reason
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -197,10 +202,11 @@ class TakeoverManager:
                 if action is None:
                     await self._reconcile(docker)
                     continue
+                # Whatever the event, the engine's state now decides (an inspect): events of
+                # a restart arrive as kill, die, start, and acting on a `die` read after the
+                # new start would hand back a namespace just taken over.
                 cid = action.container_id
-                if action.kind is EventKind.REMOVE_CONTAINER:
-                    self._spawn(cid, partial(self._release, cid, "stopped"))
-                elif action.kind in (EventKind.REFRESH_CONTAINER, EventKind.LEAVE_NETWORK):
+                if action.kind in _CONTAINER_EVENTS:
                     self._spawn(cid, partial(self._refresh, docker, cid))
         finally:
             if events is not None:
@@ -255,9 +261,11 @@ class TakeoverManager:
         if isinstance(target, Skip):
             if held is not None:
                 await self._release(cid, target.reason)
-            else:
+            elif self._left_alone.get(cid) != target.reason:
+                self._left_alone[cid] = target.reason
                 log.debug("takeover: %s left alone: %s", inspect.get("Name"), target.reason)
             return
+        self._left_alone.pop(cid, None)
         if held is not None and held.namespace.path != target.sandbox_key:
             await self._release(cid, "new namespace")
             held = None
@@ -291,6 +299,7 @@ class TakeoverManager:
                   if diversion.docker else (0, 0))
 
     async def _release(self, cid: str, why: str) -> None:
+        self._left_alone.pop(cid, None)
         diversion = self.diversions.pop(cid, None)
         if diversion is not None:
             await diversion.release()
@@ -307,15 +316,18 @@ class TakeoverManager:
             log.info("takeover: %d containers handed back to Docker's resolver", len(held))
 
 
-def release_leftovers(netns_dir: str = DOCKER_NETNS_DIR) -> tuple[int, int, list[str]]:
-    """`scopedns release`: delete our table from every Docker namespace that still has one
-    and flush its UDP conntrack entries. (namespaces seen, tables removed, problems)."""
+def release_leftovers(netns_dir: str = DOCKER_NETNS_DIR, only: Sequence[str] = ()
+                      ) -> tuple[int, int, list[str]]:
+    """`scopedns release`: delete our table from every Docker namespace (or those in `only`)
+    that still has one and flush its UDP conntrack entries. (namespaces seen, tables
+    removed, problems)."""
     worker = NamespaceWorker(threads=1)
     seen, removed, problems = 0, 0, []
     try:
-        names = sorted(os.listdir(netns_dir)) if os.path.isdir(netns_dir) else []
-        for entry in names:
-            path = os.path.join(netns_dir, entry)
+        paths = list(only)
+        if not paths and os.path.isdir(netns_dir):
+            paths = [os.path.join(netns_dir, entry) for entry in sorted(os.listdir(netns_dir))]
+        for path in paths:
             try:
                 namespace = worker.open(path)
             except NamespaceError as error:

@@ -1,0 +1,213 @@
+"""The takeover tests' lab: scopedns as a host process with `serve --takeover`, limited to this
+run's containers (`--takeover-only scopedns-test=<run id>`, so other users of the engine are
+never touched), two test networks, and a fake upstream on each network's gateway that the
+containers get as `--dns`, so Docker's resolver forwards nowhere else. Clients ask only their
+own resolver: busybox `nslookup NAME` (no server), or dig at 127.0.0.11 inside their namespace.
+Who answered shows in the TTL: scopedns answers with TTL 0, Docker with 600.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.suite.procs import free_port
+
+from .harness import (
+    DOCKER_DNS,
+    LABEL,
+    Container,
+    Engine,
+    Network,
+    Processes,
+    container_pid,
+    docker,
+    fake_upstream_argv,
+    forwarded,
+    run,
+)
+
+SCOPEDNS_TTL, DOCKER_TTL = 0, 600
+TABLE = "scopedns_takeover"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """dig's view of one reply from 127.0.0.11: rcode, (ttl, rdata) of the answers."""
+
+    rcode: str
+    records: tuple[tuple[int, str], ...]
+
+    @property
+    def rdata(self) -> set[str]:
+        return {data for _, data in self.records}
+
+    @property
+    def ttls(self) -> set[int]:
+        return {ttl for ttl, _ in self.records}
+
+
+def parse_reply(output: str, qtype: str) -> Reply:
+    rcode, records = "NOREPLY", []
+    for line in output.splitlines():
+        if "->>HEADER<<-" in line and "status:" in line:
+            rcode = line.split("status:")[1].split(",")[0].strip()
+        elif line and not line.startswith(";"):
+            fields = line.split(None, 4)
+            if len(fields) == 5 and fields[3].upper() == qtype.upper():
+                records.append((int(fields[1]), fields[4].strip()))
+    return Reply(rcode, tuple(sorted(records)))
+
+
+def nslookup_addresses(output: str) -> list[str]:
+    """Addresses busybox nslookup printed for the name (not the server's own line)."""
+    found, in_answer = [], False
+    for line in output.splitlines():
+        if line.startswith("Name:"):
+            in_answer = True
+        elif in_answer and line.startswith("Address:"):
+            found.append(line.split(None, 1)[1].strip())
+    return found
+
+
+@dataclass
+class TakeoverLab:
+    engine: Engine
+    procs: Processes
+    logs: Path
+    net: Network | None = None
+    other: Network | None = None
+    server_log: Path | None = None
+    server_port: int = 0
+    starts: int = 0
+    boxes: dict[str, Container] = field(default_factory=dict)
+
+    @property
+    def selector(self) -> str:
+        return f"{LABEL}={self.engine.run_id}"
+
+    @property
+    def upstream_log(self) -> Path:
+        return self.logs / "gateway-upstream.jsonl"
+
+    def setup(self) -> None:
+        self.net = self.engine.network("tka")
+        self.other = self.engine.network("tkb")
+        self.procs.start("gateway-upstream", fake_upstream_argv(
+            self.upstream_log, f"{self.net.gateway}:53", f"{self.other.gateway}:53"))
+
+    def argv(self) -> list[str]:
+        self.server_port = self.server_port or free_port()
+        return [sys.executable, "-m", "resolver", "serve", "--takeover",
+                "--takeover-only", self.selector, "--listen", f"127.0.0.1:{self.server_port}",
+                "--upstream", "127.0.0.1:9",  # the host listener is never asked here
+                "--log-level", "debug"]
+
+    def start_server(self) -> None:
+        """Start scopedns and return once its first takeover pass is done."""
+        self.starts += 1
+        wanted = self.starts
+        self.server_log = self.logs / "scopedns.log"
+
+        def ready() -> bool:
+            return self.server_log is not None and self.server_log.exists() and \
+                self.server_log.read_text().count("containers taken over") >= wanted
+
+        self.procs.start("scopedns", self.argv(), ready=ready, timeout=30)
+
+    def signal_server(self, signum: int) -> float:
+        """Send `signum`; wait for the exit; the seconds it took."""
+        for label, proc in self.procs.procs:
+            if label == "scopedns" and proc.poll() is None:
+                began = time.monotonic()
+                proc.send_signal(signum)
+                proc.wait(timeout=15)
+                took = time.monotonic() - began
+                self.procs.procs.remove((label, proc))
+                return took
+        raise AssertionError("scopedns is not running")
+
+    def stop_server(self) -> float:
+        return self.signal_server(signal.SIGTERM)
+
+    def box(self, base: str, *options: str, network: Network | str | None = None,
+            command: tuple[str, ...] = ("sleep", "3600")) -> Container:
+        net = network or self.net
+        assert net is not None and self.net is not None
+        name = net.name if isinstance(net, Network) else net
+        return self.engine.run(base, name, *options, dns=self.net.gateway, command=command)
+
+    def nslookup(self, box: Container | str, name: str) -> tuple[int, str]:
+        who = box.name if isinstance(box, Container) else box
+        proc = subprocess.run(["/usr/bin/docker", "exec", who, "nslookup", name],
+                              capture_output=True, text=True, timeout=30, check=False)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def dig(self, box: Container | str, name: str, qtype: str = "A", tcp: bool = False
+            ) -> Reply:
+        """Ask the container's own 127.0.0.11:53 from inside its namespace."""
+        who = box.name if isinstance(box, Container) else box
+        argv = ["nsenter", "-n", "-t", str(container_pid(who)), "dig", "+tries=1", "+time=2",
+                "+noall", "+comments", "+answer", "+tcp" if tcp else "+notcp",
+                f"@{DOCKER_DNS}", name, qtype]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+        return parse_reply(proc.stdout, qtype)
+
+    def answerer(self, box: Container | str, probe: str) -> str:
+        """'scopedns' or 'docker', from the TTL of `probe` (a local name)."""
+        reply = self.dig(box, probe)
+        if reply.ttls == {SCOPEDNS_TTL}:
+            return "scopedns"
+        if reply.ttls == {DOCKER_TTL}:
+            return "docker"
+        return f"neither: {reply}"
+
+    def wait_answerer(self, box: Container | str, probe: str, want: str,
+                      timeout: float = 10.0) -> float:
+        """Seconds until `want` answers `probe` in `box`; AssertionError after `timeout`."""
+        began = time.monotonic()
+        while True:
+            got = self.answerer(box, probe)
+            if got == want:
+                return time.monotonic() - began
+            if time.monotonic() - began > timeout:
+                raise AssertionError(f"{want} never answered in {box}: {got}\n{self.tail()}")
+            time.sleep(0.05)
+
+    def our_tables(self, box: Container | str) -> str:
+        """Our table in the container's namespace as nft lists it ("" when absent)."""
+        who = box.name if isinstance(box, Container) else box
+        key = docker("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", who)
+        if not key:
+            return ""
+        out = run(["nsenter", f"--net={key}", "nft", "list", "ruleset"], check=False)
+        return out if TABLE in out else ""
+
+    def forwarded(self, name: str) -> bool:
+        return any(q == name.lower() + "." for q, _ in forwarded(self.upstream_log))
+
+    def tail(self, lines: int = 30) -> str:
+        if self.server_log is None or not self.server_log.exists():
+            return ""
+        return "--- scopedns log:\n" + "\n".join(
+            self.server_log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def jsonl(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def ptr_names(output: str) -> list[str]:
+    return re.findall(r"name = (\S+)", output)
