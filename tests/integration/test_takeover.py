@@ -151,7 +151,7 @@ def test_network_connect_and_disconnect(tk: TakeoverLab) -> None:
 
 
 def test_container_network_pair_is_answered_as_the_owner(tk: TakeoverLab) -> None:
-    app1, app2, cli = holders(tk)
+    app1, _, _ = holders(tk)
     linked = tk.box("owner", "--link", f"{app1.name}:mine")
     joiner = tk.engine.run("joiner", f"container:{linked.name}")
     tk.wait_answerer(linked, linked.name, "scopedns")
