@@ -1,7 +1,7 @@
 # The takeover diversion as text (docs/takeover.md), pure: the nftables table scopedns puts in a
 # container's namespace, reading the ports Docker's own DNAT points 127.0.0.11:53 at (from
 # `nft list ruleset` or `iptables-save -t nat` text), the firewall flavour of the host's
-# iptables, and the conntrack command that makes clients holding one UDP socket switch.
+# iptables.
 #
 # How it wins: Docker's rules are nat chains at priority dstnat (-100) in table `ip nat`
 # (iptables-nft) or in x_tables (iptables-legacy); the kernel runs every nat chain of a hook in
@@ -130,12 +130,3 @@ def firewall_flavour(iptables_version: str) -> str:
     if "legacy" in iptables_version:
         return "legacy"
     return "unknown"
-
-
-def conntrack_flush_argv(namespace_path: str) -> list[str]:
-    """Delete the UDP conntrack entries of 127.0.0.11:53 in one namespace, so a client that
-    keeps one UDP socket is NATed afresh (to us, or back to Docker) on its next query. TCP
-    entries are left: deleting one breaks a connection in the middle of a reply, and TCP
-    connections are short."""
-    return ["nsenter", f"--net={namespace_path}", "conntrack", "-D", "-p", "udp",
-            "--orig-dst", DOCKER_DNS, "--orig-port-dst", "53"]

@@ -4,7 +4,7 @@
 # are not local to Docker's own resolver in the same namespace. The socket says who is asking:
 # every query on these listeners is asked as the container's endpoint address (`Client`), so
 # views, TCP caps and rate limits key on the container. Handing back removes the table first,
-# then flushes the UDP conntrack entries, then closes the sockets.
+# then deletes the UDP conntrack entries, then closes the sockets.
 from __future__ import annotations
 
 import asyncio
@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resolver.config import Upstream
+from resolver.conntrack import delete_flows
 from resolver.divert import (
     DELETE_TABLE,
     DOCKER_DNS,
     LIST_NAT,
     LIST_TABLES,
     DockerPorts,
-    conntrack_flush_argv,
     divert_ruleset,
     docker_ports,
     has_our_table,
@@ -31,7 +31,7 @@ from resolver.divert import (
 )
 from resolver.forward import Forwarder, InFlight
 from resolver.handler import Forward
-from resolver.netns import Namespace, NamespaceWorker
+from resolver.netns import Namespace, NamespaceError, NamespaceWorker
 from resolver.nftables import NftablesError, NftContext
 from resolver.tcp import TcpClients, TcpConnection
 from resolver.transport import Resolution
@@ -40,8 +40,6 @@ from resolver.udp import UdpListener
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 128
-CONNTRACK_TIMEOUT = 5.0
-_missing_conntrack_logged = False
 
 
 class TakeoverError(Exception):
@@ -88,6 +86,9 @@ class Shared:
     parts, the TCP caps, the forward caps and the forwarding timeouts."""
 
     worker: NamespaceWorker
+    # conntrack dumps walk the host's whole conntrack table (tens of ms): their own threads,
+    # so they never hold up a takeover or a hand-back.
+    flusher: NamespaceWorker
     make_resolution: Callable[[Forwarder], Resolution]
     tcp_clients: TcpClients
     tcp_idle: float
@@ -152,6 +153,7 @@ def _prepare_in_namespace() -> _Prepared:
         if has_our_table(nft.run(LIST_TABLES)):
             nft.run(DELETE_TABLE)
         nft.run(divert_ruleset(udp.getsockname()[1], tcp.getsockname()[1]))
+        nft.release_cache()
         return _Prepared(nft, udp, tcp, docker)
     except NftablesError as error:
         _close_all(nft, udp, tcp)
@@ -166,33 +168,6 @@ def _close_all(nft: NftContext, *sockets: socket.socket | None) -> None:
     for sock in sockets:
         if sock is not None:
             sock.close()
-
-
-async def flush_conntrack(namespace_path: str) -> None:
-    """UDP conntrack entries of 127.0.0.11:53 in a namespace (docs/takeover.md); a failure is
-    logged, never raised."""
-    global _missing_conntrack_logged
-    argv = conntrack_flush_argv(namespace_path)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    except FileNotFoundError:
-        if not _missing_conntrack_logged:
-            log.warning("takeover: nsenter or conntrack not found (Debian conntrack, "
-                        "util-linux): clients keeping one UDP socket switch only when idle")
-            _missing_conntrack_logged = True
-        return
-    try:
-        async with asyncio.timeout(CONNTRACK_TIMEOUT):
-            _, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        log.warning("takeover: conntrack in %s took over %gs", namespace_path, CONNTRACK_TIMEOUT)
-        return
-    # conntrack exits 1 when there was nothing to delete.
-    if proc.returncode not in (0, 1):
-        log.debug("takeover: conntrack in %s: %s", namespace_path, err.decode().strip()[-200:])
 
 
 @dataclass
@@ -211,7 +186,8 @@ class Diversion:
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     async def take(self) -> None:
-        """Listen, divert, flush: from here on, new queries to 127.0.0.11 reach us."""
+        """Listen and divert: from here on, new flows to 127.0.0.11:53 reach us (flush() then
+        moves the flows that exist already)."""
         shared, loop = self.shared, asyncio.get_running_loop()
         prepared = await shared.worker.run(self.namespace, _prepare_in_namespace)
         self.nft, self.docker = prepared.nft, prepared.docker
@@ -231,7 +207,17 @@ class Diversion:
             prepared.tcp.close()
             await self.release(flush=False)
             raise
-        await flush_conntrack(self.namespace.fd_path)
+
+    async def flush(self) -> None:
+        """UDP flows to 127.0.0.11:53 that exist already are NATed afresh on their next query
+        (after take(): to us; after the table went: back to Docker). Logged, never raised."""
+        try:
+            deleted = await self.shared.flusher.run(self.namespace, delete_flows)
+        except (OSError, NamespaceError) as error:
+            log.warning("takeover: %s: cannot flush conntrack: %s", self.name, error)
+            return
+        if deleted:
+            log.debug("takeover: %s: %d UDP flows to 127.0.0.11:53 moved", self.name, deleted)
 
     def _forwarder(self, docker: DockerPorts) -> Forwarder:
         """Names that are not local go to Docker's resolver in this very namespace."""
@@ -254,6 +240,7 @@ class Diversion:
 
         def inspect() -> tuple[str, DockerPorts | None]:
             ruleset = nft.run(LIST_NAT)
+            nft.release_cache()
             return ruleset, docker_ports(ruleset)
 
         ruleset, docker = await self.shared.worker.run(self.namespace, inspect)
@@ -272,27 +259,38 @@ class Diversion:
             command = (DELETE_TABLE if has_our_table(nft.run(LIST_TABLES)) else "")
             await self.shared.worker.run(
                 self.namespace, lambda: nft.run(command + divert_ruleset(*self.ports)))
-            await flush_conntrack(self.namespace.fd_path)
+            nft.release_cache()
+            await self.flush()
             repaired = True
         return repaired
 
     async def release(self, flush: bool = True) -> None:
         """Hand back: our table goes (Docker's rules apply again at once), stale UDP flows are
         flushed, then our sockets close."""
-        nft, self.nft = self.nft, None
-        if nft is not None:
-            def remove() -> None:
-                with contextlib.suppress(NftablesError):
-                    nft.run(DELETE_TABLE)
-                nft.close()
+        await self.unhook()
+        if flush:
+            await self.flush()
+        self.close()
 
-            try:
-                await self.shared.worker.run(self.namespace, remove)
-            except Exception as error:  # the namespace may be gone: freeing the context is enough
-                log.debug("takeover: %s: removing our table: %s", self.name, error)
-                nft.close()
-            if flush:
-                await flush_conntrack(self.namespace.fd_path)
+    async def unhook(self) -> None:
+        """Delete our table; Docker's diversion applies to new flows at once."""
+        nft, self.nft = self.nft, None
+        if nft is None:
+            return
+
+        def remove() -> None:
+            with contextlib.suppress(NftablesError):
+                nft.run(DELETE_TABLE)
+            nft.close()
+
+        try:
+            await self.shared.worker.run(self.namespace, remove)
+        except Exception as error:  # the namespace may be gone: freeing the context is enough
+            log.debug("takeover: %s: removing our table: %s", self.name, error)
+            nft.close()
+
+    def close(self) -> None:
+        """Close our listeners and connections, and the namespace (it may go now)."""
         for close in reversed(self._closers):
             close()
         self._closers.clear()

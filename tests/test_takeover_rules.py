@@ -9,7 +9,6 @@ from resolver.divert import (
     PRIORITY,
     TABLE,
     DockerPorts,
-    conntrack_flush_argv,
     divert_ruleset,
     docker_ports,
     firewall_flavour,
@@ -99,13 +98,6 @@ def test_firewall_flavour() -> None:
     assert firewall_flavour("iptables v1.8.9 (nf_tables)") == "nft"
     assert firewall_flavour("iptables v1.8.7 (legacy)") == "legacy"
     assert firewall_flavour("") == "unknown"
-
-
-def test_conntrack_flush_is_udp_to_127_0_0_11_53_in_that_namespace() -> None:
-    argv = conntrack_flush_argv("/proc/1/fd/7")
-    assert argv[:2] == ["nsenter", "--net=/proc/1/fd/7"]
-    assert argv[2:] == ["conntrack", "-D", "-p", "udp", "--orig-dst", "127.0.0.11",
-                        "--orig-port-dst", "53"]
 
 
 def inspect(**overrides: Any) -> dict[str, Any]:

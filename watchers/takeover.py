@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import resource
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ import aiodocker
 
 from resolver.answer import Policy
 from resolver.config import Config
-from resolver.divert import DELETE_TABLE, LIST_TABLES, conntrack_flush_argv, has_our_table
+from resolver.conntrack import delete_flows
+from resolver.divert import DELETE_TABLE, LIST_TABLES, has_our_table
 from resolver.forward import InFlight
 from resolver.handler import Handler
 from resolver.model import PREDEFINED_NETWORKS
@@ -56,6 +56,7 @@ SYNC_POLL = 0.05
 # Descriptors per taken-over container: namespace, netlink, UDP and TCP listeners, plus
 # connections; the soft limit is raised to the hard one at start-up.
 FDS_PER_CONTAINER = 4
+FLUSH_THREADS = 2
 
 
 _CONTAINER_EVENTS = frozenset({EventKind.REMOVE_CONTAINER, EventKind.REFRESH_CONTAINER,
@@ -145,6 +146,7 @@ class TakeoverManager:
         self._url = config.docker
         self._only = config.takeover_only
         self._worker = worker or NamespaceWorker()
+        self._flusher = NamespaceWorker(threads=FLUSH_THREADS)
         policy = Policy(ttl=config.ttl, alias_order=config.alias_order, domain=config.domain,
                         forwarding=not config.no_upstream)
         limiter = None
@@ -153,6 +155,7 @@ class TakeoverManager:
         handler = Handler(table, policy, limiter)
         self._shared = Shared(
             worker=self._worker,
+            flusher=self._flusher,
             make_resolution=lambda forwarder: Resolution(handler, forwarder),
             tcp_clients=TcpClients(config.tcp_max_connections, config.tcp_max_per_source),
             tcp_idle=config.tcp_idle,
@@ -177,6 +180,7 @@ class TakeoverManager:
         finally:
             await self.release_all()
             self._worker.close()
+            self._flusher.close()
 
     async def _follow(self) -> None:
         delay = BACKOFF_INITIAL
@@ -270,7 +274,7 @@ class TakeoverManager:
             await self._release(cid, "new namespace")
             held = None
         if held is None:
-            await self._take(target)
+            await self.take(target)
             return
         held.client.source = target.client
         if check:
@@ -279,7 +283,8 @@ class TakeoverManager:
             except (NftablesError, NamespaceError, OSError) as error:
                 log.warning("takeover: %s: check failed: %s", target.name, error)
 
-    async def _take(self, target: Target) -> None:
+    async def take(self, target: Target) -> None:
+        """Take one container over; a failure leaves it to Docker (one log line)."""
         try:
             namespace = self._worker.open(target.sandbox_key)
         except NamespaceError as error:
@@ -291,12 +296,14 @@ class TakeoverManager:
             await diversion.take()
         except (TakeoverError, NamespaceError, NftablesError, OSError) as error:
             namespace.close()
-            log.warning("takeover: %s left to Docker: %s", target.name, error)
+            log.warning("takeover: %s left to Docker: %s", target.name, error or repr(error))
             return
         self.diversions[target.container_id] = diversion
+        docker = diversion.docker
         log.debug("takeover: %s taken over (udp %d, tcp %d; Docker's resolver udp %d, tcp %d)",
-                  target.name, *diversion.ports, *(diversion.docker.udp, diversion.docker.tcp)
-                  if diversion.docker else (0, 0))
+                  target.name, *diversion.ports, docker.udp if docker else 0,
+                  docker.tcp if docker else 0)
+        await diversion.flush()
 
     async def _release(self, cid: str, why: str) -> None:
         self._left_alone.pop(cid, None)
@@ -311,7 +318,11 @@ class TakeoverManager:
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
         held = list(self.diversions.values())
         self.diversions.clear()
-        await asyncio.gather(*(d.release() for d in held), return_exceptions=True)
+        # Every table first (Docker answers everyone again), then the slow conntrack flushes.
+        await asyncio.gather(*(d.unhook() for d in held), return_exceptions=True)
+        await asyncio.gather(*(d.flush() for d in held), return_exceptions=True)
+        for diversion in held:
+            diversion.close()
         if held:
             log.info("takeover: %d containers handed back to Docker's resolver", len(held))
 
@@ -337,9 +348,8 @@ def release_leftovers(netns_dir: str = DOCKER_NETNS_DIR, only: Sequence[str] = (
             try:
                 if worker.call_in(namespace, _remove_our_table):
                     removed += 1
-                    subprocess.run(conntrack_flush_argv(namespace.fd_path), capture_output=True,
-                                   timeout=10, check=False)
-            except (NamespaceError, NftablesError, OSError, subprocess.SubprocessError) as error:
+                    worker.call_in(namespace, delete_flows)
+            except (NamespaceError, NftablesError, OSError) as error:
                 problems.append(f"{path}: {error}")
             finally:
                 namespace.close()
