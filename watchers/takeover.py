@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 LABEL = "scopedns.takeover"
 DOCKER_NETNS_DIR = "/var/run/docker/netns"
 # How often every taken-over namespace is checked (our table there, Docker's ports).
-RECHECK_INTERVAL = 30.0
+RECHECK_INTERVAL = 60.0
 BACKOFF_INITIAL, BACKOFF_MAX = 0.5, 30.0
 SYNC_POLL = 0.05
 # Descriptors per taken-over container: namespace, netlink, UDP and TCP listeners, plus
@@ -201,10 +201,14 @@ class TakeoverManager:
             filters = {"type": ["container", "network"]}
             events = EventStream(docker, docker.events.subscribe(filters=filters))
             await self._reconcile(docker)
+            checked = time.monotonic()
             while True:
-                action = await events.next(RECHECK_INTERVAL)
+                wait = max(0.0, checked + RECHECK_INTERVAL - time.monotonic())
+                action = await events.next(wait)
+                if time.monotonic() >= checked + RECHECK_INTERVAL:
+                    await self._reconcile(docker)  # on a timer, however busy the events are
+                    checked = time.monotonic()
                 if action is None:
-                    await self._reconcile(docker)
                     continue
                 # Whatever the event, the engine's state now decides (an inspect): events of
                 # a restart arrive as kill, die, start, and acting on a `die` read after the

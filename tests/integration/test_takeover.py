@@ -50,9 +50,8 @@ def _missing() -> str | None:
     problem = engine_problem()
     if problem:
         return problem
-    for tool in ("nft", "conntrack"):
-        if subprocess.run(["which", tool], capture_output=True, check=False).returncode:
-            return f"{tool} not installed (tests/setup/install-system.sh)"
+    if subprocess.run(["which", "nft"], capture_output=True, check=False).returncode:
+        return "nft not installed (tests/setup/install-system.sh installs nftables)"
     return None
 
 

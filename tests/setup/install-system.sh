@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs from Debian on a fresh machine (as root): the venv module,
-# the Docker engine, static busybox for the test image, dig and nsenter, debootstrap and
-# docker-compose. Idempotent: does
-# nothing when everything is already there. Without root it only says what is missing.
+# the Docker engine, static busybox for the test image, dig and nsenter, debootstrap,
+# docker-compose and nftables (takeover). Idempotent: does nothing when everything is already
+# there. Without root it only says what is missing.
 set -euo pipefail
 
 need=()
@@ -19,6 +19,8 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 # the compose example is tested with Debian's Compose 1.29 (tests/integration/test_deploy.py).
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# serve --takeover: libnftables1 (loaded through ctypes) and nft for the tests and operators.
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
