@@ -3,7 +3,10 @@
 # are taken over.
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from resolver.divert import (
     PRIORITY,
@@ -152,3 +155,20 @@ def test_takeover_only_selects_by_label() -> None:
     assert isinstance(plan(labelled, "team"), Target)
     assert isinstance(plan(labelled, "team=b"), Skip)
     assert isinstance(plan(inspect(), "team"), Skip)
+
+
+def test_takeover_flags_and_the_release_command(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from resolver.cli import build_parser, config_from_args
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 192.0.2.1\n")
+    args = build_parser().parse_args(["serve", "--takeover", "--takeover-only", "team=a"])
+    got = config_from_args(args, str(conf))
+    assert got.takeover and got.takeover_only == "team=a" and not got.no_upstream
+    off = config_from_args(build_parser().parse_args(["serve", "--no-upstream"]), str(conf))
+    assert not off.takeover and off.no_upstream and off.upstreams == ()
+    monkeypatch.setenv("SCOPEDNS_TAKEOVER", "true")
+    assert config_from_args(build_parser().parse_args(["serve"]), str(conf)).takeover
+    release = build_parser().parse_args(["release", "/run/netns/x"])
+    assert release.command == "release" and release.namespaces == ["/run/netns/x"]
