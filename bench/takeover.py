@@ -121,7 +121,10 @@ def engine_run(args: argparse.Namespace) -> dict[str, Any]:
             event = json.loads(line)
             started[event["Actor"]["Attributes"]["name"]] = event["timeNano"] / 1e9
         delays = [(taken[n] - started[n]) * 1000 for n in names if n in taken and n in started]
+        # Negative: taken over at the endpoint's join, before the container's start event
+        # (the container's process starts just before that event).
         result["start_event_to_takeover_ms"] = percentiles(delays)
+        result["taken_over_before_start_event"] = sum(1 for d in delays if d < 0)
         result["taken_over"] = sum(1 for n in names if n in taken)
         result["fds_per_container"] = round((after["fds"] - before["fds"]) / len(names), 2)
         result["rss_kib_per_container"] = round((after["rss_kib"] - before["rss_kib"])

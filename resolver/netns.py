@@ -64,6 +64,17 @@ class Namespace:
             self.fd = -1
 
 
+def address_is_local(address: str) -> bool:
+    """Is `address` assigned in the calling thread's namespace (can a socket bind it)?"""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
 class NamespaceWorker:
     """Runs functions inside a network namespace on helper threads."""
 

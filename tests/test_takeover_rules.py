@@ -18,7 +18,7 @@ from resolver.divert import (
     has_our_table,
     our_diversion_ports,
 )
-from watchers.takeover import Skip, Target, plan
+from watchers.takeover_plan import Skip, Target, plan
 
 NFT_DOCKER = """table ip nat {
 \tchain DOCKER_OUTPUT {
@@ -172,3 +172,18 @@ def test_takeover_flags_and_the_release_command(tmp_path: Path,
     assert config_from_args(build_parser().parse_args(["serve"]), str(conf)).takeover
     release = build_parser().parse_args(["release", "/run/netns/x"])
     assert release.command == "release" and release.namespaces == ["/run/netns/x"]
+
+
+def test_the_early_path_reads_the_address_from_the_networks_inspect() -> None:
+    from watchers.takeover_plan import endpoint_address, labels_allow
+
+    network = {"Name": "appnet", "Containers": {
+        "c1": {"Name": "web", "IPv4Address": "172.20.0.5/16", "IPv6Address": ""},
+        "c2": {"Name": "v6", "IPv4Address": "", "IPv6Address": "fd00::7/64"}}}
+    assert endpoint_address(network, "c1") == "172.20.0.5"
+    assert endpoint_address(network, "c2") == "fd00::7"
+    assert endpoint_address(network, "c3") == ""
+    assert endpoint_address({**network, "Name": "bridge"}, "c1") == ""
+    assert labels_allow({"name": "web"}, None)
+    assert not labels_allow({"scopedns.takeover": "false"}, None)
+    assert labels_allow({"team": "a"}, "team=a") and not labels_allow({}, "team=a")

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import resource
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -21,13 +19,10 @@ import aiodocker
 
 from resolver.answer import Policy
 from resolver.config import Config
-from resolver.conntrack import delete_flows
-from resolver.divert import DELETE_TABLE, LIST_TABLES, has_our_table
 from resolver.forward import InFlight
 from resolver.handler import Handler
-from resolver.model import PREDEFINED_NETWORKS
-from resolver.netns import NamespaceError, NamespaceWorker
-from resolver.nftables import NftablesError, NftContext
+from resolver.netns import NamespaceError, NamespaceWorker, address_is_local
+from resolver.nftables import NftablesError
 from resolver.ratelimit import RateLimiter
 from resolver.table import NameTable
 from resolver.takeover import Client, Diversion, Shared, TakeoverError
@@ -36,19 +31,28 @@ from resolver.transport import Resolution
 from watchers.engine_api import (
     ENGINE_ERRORS,
     REQUEST_TIMEOUT,
-    EventStream,
     Lookup,
+    StreamEnded,
     close_quietly,
     describe,
     inspect_one,
     list_engine,
+    raise_stream_failure,
+    show_network,
 )
-from watchers.translate import EventKind
+from watchers.takeover_plan import (
+    DOCKER_NETNS_DIR,
+    Skip,
+    Target,
+    endpoint_address,
+    labels_allow,
+    plan,
+    raise_descriptor_limit,
+)
+from watchers.translate import EventKind, classify_event
 
 log = logging.getLogger(__name__)
 
-LABEL = "scopedns.takeover"
-DOCKER_NETNS_DIR = "/var/run/docker/netns"
 # How often every taken-over namespace is checked (our table there, Docker's ports).
 RECHECK_INTERVAL = 60.0
 BACKOFF_INITIAL, BACKOFF_MAX = 0.5, 30.0
@@ -63,78 +67,31 @@ _CONTAINER_EVENTS = frozenset({EventKind.REMOVE_CONTAINER, EventKind.REFRESH_CON
                                EventKind.LEAVE_NETWORK})
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    container_id: str
-    name: str
-    sandbox_key: str
-    client: str  # an endpoint address of the container: the identity its queries are asked as
+class _RawEvents:
+    """The engine's events as they come (their attributes carry the container's labels), read
+    with timeouts that lose nothing, as engine_api.EventStream."""
 
+    def __init__(self, docker: Any, subscriber: Any) -> None:
+        self._docker = docker
+        self._subscriber = subscriber
+        self._reading: asyncio.Future[Any] | None = None
 
-@dataclass(frozen=True, slots=True)
-class Skip:
-    reason: str
+    async def next(self, timeout: float) -> Mapping[str, Any] | None:
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._subscriber.get())
+        done, _ = await asyncio.wait({self._reading}, timeout=timeout)
+        if not done:
+            return None
+        event, self._reading = self._reading.result(), None
+        if event is None:
+            raise_stream_failure(self._docker)
+            raise StreamEnded("event stream ended")
+        return event if isinstance(event, Mapping) else {}
 
-
-def plan(inspect: Mapping[str, Any], only: str | None = None) -> Target | Skip:
-    """Whether a container's 127.0.0.11 is ours to answer, from its inspect JSON. `only`
-    (--takeover-only LABEL[=VALUE]) limits takeover to containers carrying that label."""
-    config = _map(inspect, "Config")
-    host = _map(inspect, "HostConfig")
-    settings = _map(inspect, "NetworkSettings")
-    labels = _map(config, "Labels")
-    mode = str(host.get("NetworkMode") or "")
-    if not _map(inspect, "State").get("Running"):
-        return Skip("not running")
-    if str(labels.get(LABEL, "")).strip().lower() in ("false", "0", "no"):
-        return Skip(f"label {LABEL}=false")
-    if only is not None and not _has_label(labels, only):
-        return Skip(f"no label {only} (--takeover-only)")
-    if mode == "host":
-        return Skip("host network: the host's own resolver, never entered")
-    if mode == "none":
-        return Skip("network none: no 127.0.0.11")
-    if mode.startswith("container:"):
-        return Skip("shares another container's namespace: answered as that container")
-    networks = _map(settings, "Networks")
-    client = ""
-    for net_name in sorted(networks):
-        endpoint = _map(networks, net_name)
-        if net_name in PREDEFINED_NETWORKS:
-            continue
-        client = str(endpoint.get("IPAddress") or endpoint.get("GlobalIPv6Address") or "")
-        if client:
-            break
-    if not client:
-        return Skip("no user-defined network: Docker gives it no 127.0.0.11")
-    sandbox_key = str(settings.get("SandboxKey") or "")
-    if not sandbox_key:
-        return Skip("no network namespace (SandboxKey) yet")
-    name = str(inspect.get("Name") or "").lstrip("/")
-    return Target(str(inspect.get("Id") or ""), name, sandbox_key, client)
-
-
-def _has_label(labels: Mapping[str, Any], selector: str) -> bool:
-    key, equals, value = selector.partition("=")
-    return key in labels and (not equals or str(labels[key]) == value)
-
-
-def _map(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = data.get(key)
-    return value if isinstance(value, Mapping) else {}
-
-
-def raise_descriptor_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit; the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as error:
-            log.warning("takeover: cannot raise the descriptor limit: %s", error)
-    return soft
+    def close(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
 
 
 class TakeoverManager:
@@ -166,6 +123,7 @@ class TakeoverManager:
         self.diversions: dict[str, Diversion] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._left_alone: dict[str, str] = {}  # logged once per container and reason
+        self._labels: dict[str, Mapping[str, Any]] = {}  # from events and inspects
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -196,30 +154,44 @@ class TakeoverManager:
 
     async def _cycle(self) -> None:
         docker: Any = aiodocker.Docker(url=self._url, timeout=REQUEST_TIMEOUT)
-        events: EventStream | None = None
+        events: _RawEvents | None = None
         try:
             filters = {"type": ["container", "network"]}
-            events = EventStream(docker, docker.events.subscribe(filters=filters))
+            events = _RawEvents(docker, docker.events.subscribe(filters=filters))
             await self._reconcile(docker)
             checked = time.monotonic()
             while True:
                 wait = max(0.0, checked + RECHECK_INTERVAL - time.monotonic())
-                action = await events.next(wait)
+                event = await events.next(wait)
                 if time.monotonic() >= checked + RECHECK_INTERVAL:
                     await self._reconcile(docker)  # on a timer, however busy the events are
                     checked = time.monotonic()
-                if action is None:
-                    continue
-                # Whatever the event, the engine's state now decides (an inspect): events of
-                # a restart arrive as kill, die, start, and acting on a `die` read after the
-                # new start would hand back a namespace just taken over.
-                cid = action.container_id
-                if action.kind in _CONTAINER_EVENTS:
-                    self._spawn(cid, partial(self._refresh, docker, cid))
+                if event is not None:
+                    self._on_event(docker, event)
         finally:
             if events is not None:
                 events.close()
             await close_quietly(docker)
+
+    def _on_event(self, docker: Any, event: Mapping[str, Any]) -> None:
+        """Whatever the event, the engine's state then decides (an inspect): events of a
+        restart arrive as kill, die, start, and acting on a `die` read after the new start
+        would hand back a namespace just taken over. A `network connect` of a container not
+        held yet is also taken over at once, before its start ends (_early)."""
+        action = classify_event(event)
+        cid = action.container_id
+        actor = event.get("Actor")
+        attributes = actor.get("Attributes") if isinstance(actor, Mapping) else None
+        if event.get("Type") == "container" and isinstance(attributes, Mapping):
+            if event.get("Action") == "destroy":
+                self._labels.pop(cid, None)
+            else:
+                self._labels[cid] = attributes  # an event carries the container's labels
+        if event.get("Type") == "network" and event.get("Action") == "connect" and cid \
+                and cid not in self.diversions:
+            self._spawn(cid, partial(self._early, docker, cid, action.network_id))
+        if action.kind in _CONTAINER_EVENTS:
+            self._spawn(cid, partial(self._refresh, docker, cid))
 
     async def _reconcile(self, docker: Any) -> None:
         """Every running container against what we hold: take the new, release the gone,
@@ -255,6 +227,44 @@ class TakeoverManager:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def _early(self, docker: Any, cid: str, network_id: str) -> None:
+        """Take over at the endpoint's join: the container's inspect waits until its start is
+        over, but the network's inspect gives its address now, and the namespace is the one of
+        Docker's where that address is assigned. Only for containers whose labels we know
+        allow it (from their events); anything missing waits for the start event."""
+        labels = self._labels.get(cid)
+        if cid in self.diversions or labels is None or not labels_allow(labels, self._only):
+            return
+        network = await inspect_one(show_network(docker, network_id), f"network {network_id}")
+        address = endpoint_address(network, cid) if isinstance(network, Mapping) else ""
+        path = await self._namespace_with(address) if address else None
+        if path is not None:
+            await self.take(Target(cid, str(labels.get("name") or cid[:12]), path, address))
+
+    async def _namespace_with(self, address: str) -> str | None:
+        """The Docker namespace file, not held yet, where `address` is assigned."""
+        held = {d.namespace.path for d in self.diversions.values()}
+        try:
+            entries = sorted(os.listdir(DOCKER_NETNS_DIR))
+        except OSError:
+            return None
+        for entry in entries:
+            path = os.path.join(DOCKER_NETNS_DIR, entry)
+            if path in held:
+                continue
+            try:
+                namespace = self._worker.open(path)
+            except NamespaceError:
+                continue
+            try:
+                if await self._worker.run(namespace, partial(address_is_local, address)):
+                    return path
+            except NamespaceError:
+                continue
+            finally:
+                namespace.close()
+        return None
+
     async def _refresh(self, docker: Any, cid: str) -> None:
         data = await inspect_one(docker.containers.container(cid).show(), f"container {cid}")
         if data is Lookup.GONE:
@@ -265,6 +275,10 @@ class TakeoverManager:
     async def _apply(self, inspect: Mapping[str, Any], check: bool) -> None:
         target = plan(inspect, self._only)
         cid = str(inspect.get("Id") or "")
+        config = inspect.get("Config")
+        labels = config.get("Labels") if isinstance(config, Mapping) else None
+        self._labels[cid] = {**(labels if isinstance(labels, Mapping) else {}),
+                             "name": str(inspect.get("Name") or "").lstrip("/")}
         held = self.diversions.get(cid)
         if isinstance(target, Skip):
             if held is not None:
@@ -329,50 +343,3 @@ class TakeoverManager:
             diversion.close()
         if held:
             log.info("takeover: %d containers handed back to Docker's resolver", len(held))
-
-
-def release_leftovers(netns_dir: str = DOCKER_NETNS_DIR, only: Sequence[str] = ()
-                      ) -> tuple[int, int, list[str]]:
-    """`scopedns release`: delete our table from every Docker namespace (or those in `only`)
-    that still has one and flush its UDP conntrack entries. (namespaces seen, tables
-    removed, problems)."""
-    worker = NamespaceWorker(threads=1)
-    seen, removed, problems = 0, 0, []
-    try:
-        paths = list(only)
-        if not paths and os.path.isdir(netns_dir):
-            paths = [os.path.join(netns_dir, entry) for entry in sorted(os.listdir(netns_dir))]
-        for path in paths:
-            try:
-                namespace = worker.open(path)
-            except NamespaceError as error:
-                problems.append(str(error))
-                continue
-            seen += 1
-            try:
-                if worker.call_in(namespace, _remove_our_table):
-                    removed += 1
-                    worker.call_in(namespace, delete_flows)
-            except (NamespaceError, NftablesError, OSError) as error:
-                problems.append(f"{path}: {error}")
-            finally:
-                namespace.close()
-    finally:
-        worker.close()
-    return seen, removed, problems
-
-
-def _remove_our_table() -> bool:
-    nft = NftContext()
-    try:
-        if not has_our_table(nft.run(LIST_TABLES)):
-            return False
-        try:
-            nft.run(DELETE_TABLE)
-        except NftablesError as error:
-            raise NftablesError(f"{error} (owned by a running scopedns? stop it: SIGTERM "
-                                "hands back)") from None
-        return True
-    finally:
-        nft.close()
-
