@@ -61,10 +61,19 @@ SYNC_POLL = 0.05
 # connections; the soft limit is raised to the hard one at start-up.
 FDS_PER_CONTAINER = 4
 FLUSH_THREADS = 2
+# The early path (_early) looks for a new container's namespace this long after its join.
+EARLY_WINDOW, EARLY_POLL = 3.0, 0.01
 
 
 _CONTAINER_EVENTS = frozenset({EventKind.REMOVE_CONTAINER, EventKind.REFRESH_CONTAINER,
                                EventKind.LEAVE_NETWORK})
+
+
+def _namespace_files() -> list[str]:
+    try:
+        return [os.path.join(DOCKER_NETNS_DIR, entry) for entry in os.listdir(DOCKER_NETNS_DIR)]
+    except OSError:
+        return []
 
 
 class _RawEvents:
@@ -122,6 +131,7 @@ class TakeoverManager:
             upstream_budget=config.upstream_budget)
         self.diversions: dict[str, Diversion] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._queued: dict[str, int] = {}  # work queued or running per container
         self._left_alone: dict[str, str] = {}  # logged once per container and reason
         self._labels: dict[str, Mapping[str, Any]] = {}  # from events and inspects
         self._tasks: set[asyncio.Task[None]] = set()
@@ -183,10 +193,11 @@ class TakeoverManager:
         actor = event.get("Actor")
         attributes = actor.get("Attributes") if isinstance(actor, Mapping) else None
         if event.get("Type") == "container" and isinstance(attributes, Mapping):
+            actor_id = str(actor.get("ID") or "") if isinstance(actor, Mapping) else ""
             if event.get("Action") == "destroy":
-                self._labels.pop(cid, None)
-            else:
-                self._labels[cid] = attributes  # an event carries the container's labels
+                self._labels.pop(actor_id, None)
+            elif actor_id:
+                self._labels[actor_id] = attributes  # an event carries the container's labels
         if event.get("Type") == "network" and event.get("Action") == "connect" and cid \
                 and cid not in self.diversions:
             self._spawn(cid, partial(self._early, docker, cid, action.network_id))
@@ -211,12 +222,19 @@ class TakeoverManager:
     def _spawn(self, cid: str, work: Callable[[], Awaitable[None]]) -> None:
         """Per-container work runs concurrently with other containers', in order for one."""
         lock = self._locks.setdefault(cid, asyncio.Lock())
+        self._queued[cid] = self._queued.get(cid, 0) + 1
 
         async def locked() -> None:
-            async with lock:
-                await work()
-            if not lock.locked() and cid not in self.diversions:
-                self._locks.pop(cid, None)
+            try:
+                async with lock:
+                    await work()
+            finally:
+                left = self._queued[cid] - 1
+                if left:
+                    self._queued[cid] = left
+                else:  # nothing else waits on this lock: forget it
+                    del self._queued[cid]
+                    self._locks.pop(cid, None)
 
         task = asyncio.create_task(locked())
         self._tasks.add(task)
@@ -228,29 +246,32 @@ class TakeoverManager:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _early(self, docker: Any, cid: str, network_id: str) -> None:
-        """Take over at the endpoint's join: the container's inspect waits until its start is
-        over, but the network's inspect gives its address now, and the namespace is the one of
-        Docker's where that address is assigned. Only for containers whose labels we know
-        allow it (from their events); anything missing waits for the start event."""
+        """Take over at the endpoint's join, before the container's process runs: its inspect
+        waits until the start is over, but the network's inspect gives its address now; the
+        namespace is the Docker namespace file that appears after the join (Docker makes it
+        just after the `connect` event) with that address, once Docker's 127.0.0.11 rules
+        are in it. Only for containers whose labels we know (from their events) allow it;
+        whatever is missing is left to the start event's inspect."""
         labels = self._labels.get(cid)
         if cid in self.diversions or labels is None or not labels_allow(labels, self._only):
             return
+        others = set(_namespace_files())  # there before the join: other containers'
         network = await inspect_one(show_network(docker, network_id), f"network {network_id}")
         address = endpoint_address(network, cid) if isinstance(network, Mapping) else ""
-        path = await self._namespace_with(address) if address else None
-        if path is not None:
-            await self.take(Target(cid, str(labels.get("name") or cid[:12]), path, address))
+        if not address:
+            return
+        name = str(labels.get("name") or cid[:12])
+        deadline = time.monotonic() + EARLY_WINDOW
+        while cid not in self.diversions and time.monotonic() < deadline:
+            path = await self._new_namespace_with(address, others)
+            if path is not None and await self.take(Target(cid, name, path, address), True):
+                return
+            await asyncio.sleep(EARLY_POLL)
 
-    async def _namespace_with(self, address: str) -> str | None:
-        """The Docker namespace file, not held yet, where `address` is assigned."""
-        held = {d.namespace.path for d in self.diversions.values()}
-        try:
-            entries = sorted(os.listdir(DOCKER_NETNS_DIR))
-        except OSError:
-            return None
-        for entry in entries:
-            path = os.path.join(DOCKER_NETNS_DIR, entry)
-            if path in held:
+    async def _new_namespace_with(self, address: str, others: set[str]) -> str | None:
+        """The namespace file, not in `others`, where `address` is assigned."""
+        for path in _namespace_files():
+            if path in others:
                 continue
             try:
                 namespace = self._worker.open(path)
@@ -301,27 +322,30 @@ class TakeoverManager:
             except (NftablesError, NamespaceError, OSError) as error:
                 log.warning("takeover: %s: check failed: %s", target.name, error)
 
-    async def take(self, target: Target) -> None:
-        """Take one container over; a failure leaves it to Docker (one log line)."""
+    async def take(self, target: Target, quiet: bool = False) -> bool:
+        """Take one container over; a failure leaves it to Docker (one log line, debug when
+        `quiet`: the early path tries before Docker has finished)."""
+        report = log.debug if quiet else log.warning
         try:
             namespace = self._worker.open(target.sandbox_key)
         except NamespaceError as error:
-            log.warning("takeover: %s: %s", target.name, error)
-            return
+            report("takeover: %s: %s", target.name, error)
+            return False
         diversion = Diversion(target.container_id, target.name, namespace,
                               Client(target.client), self._shared)
         try:
             await diversion.take()
         except (TakeoverError, NamespaceError, NftablesError, OSError) as error:
             namespace.close()
-            log.warning("takeover: %s left to Docker: %s", target.name, error or repr(error))
-            return
+            report("takeover: %s left to Docker: %s", target.name, error or repr(error))
+            return False
         self.diversions[target.container_id] = diversion
         docker = diversion.docker
         log.debug("takeover: %s taken over (udp %d, tcp %d; Docker's resolver udp %d, tcp %d)",
                   target.name, *diversion.ports, docker.udp if docker else 0,
                   docker.tcp if docker else 0)
         await diversion.flush()
+        return True
 
     async def _release(self, cid: str, why: str) -> None:
         self._left_alone.pop(cid, None)
