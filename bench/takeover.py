@@ -56,6 +56,16 @@ def proc_usage(pid: int) -> dict[str, int]:
             "threads": int(fields["Threads"].strip())}
 
 
+def nslookup_addresses(output: str) -> list[str]:
+    found, in_answer = [], False
+    for line in output.splitlines():
+        if line.startswith("Name:"):
+            in_answer = True
+        elif in_answer and line.startswith("Address:"):
+            found.append(line.split(None, 1)[1].strip())
+    return found
+
+
 def log_times(log: Path) -> dict[str, float]:
     """container name -> epoch seconds of its first 'taken over' line."""
     found: dict[str, float] = {}
@@ -106,13 +116,27 @@ def engine_run(args: argparse.Namespace) -> dict[str, Any]:
                               stdout=subprocess.PIPE, text=True)
     result: dict[str, Any] = {"benchmark": "takeover-engine", "containers": args.containers}
     try:
+        # Two holders of `app`: scopedns answers one address (first), Docker both. Each new
+        # container asks `app` as its very first act: who answered its first query?
+        for holder in ("hold-a", "hold-b"):
+            names.append(f"tkbench-{tag}-{holder}")
+            sh(DOCKER, "run", "-d", "--name", names[-1], "--label", label, "--network", net,
+               "--network-alias", "app", "--dns", "127.0.0.1", IMAGE, "sleep", "3600")
+        wait_taken(log, names, 30)
         before = proc_usage(server.pid)
+        measured = []
         for i in range(args.containers):
             name = f"tkbench-{tag}-{i}"
-            names.append(name)
+            measured.append(name)
             sh(DOCKER, "run", "-d", "--name", name, "--label", label, "--network", net,
-               "--dns", "127.0.0.1", IMAGE, "sleep", "3600")
+               "--dns", "127.0.0.1", IMAGE, "sh", "-c", "nslookup -type=a app; exec sleep 3600")
+        names += measured
         wait_taken(log, names, 30)
+        first = [len(nslookup_addresses(sh(DOCKER, "logs", n))) for n in measured]
+        result["first_query_answered_by"] = {"scopedns (1 address)": first.count(1),
+                                             "docker (2 addresses)": first.count(2),
+                                             "other": len(first) - first.count(1)
+                                             - first.count(2)}
         after = proc_usage(server.pid)
         taken = log_times(log)
         events.terminate()
@@ -120,15 +144,16 @@ def engine_run(args: argparse.Namespace) -> dict[str, Any]:
         for line in events.communicate()[0].splitlines():
             event = json.loads(line)
             started[event["Actor"]["Attributes"]["name"]] = event["timeNano"] / 1e9
-        delays = [(taken[n] - started[n]) * 1000 for n in names if n in taken and n in started]
+        delays = [(taken[n] - started[n]) * 1000 for n in measured
+                  if n in taken and n in started]
         # Negative: taken over at the endpoint's join, before the container's start event
         # (the container's process starts just before that event).
         result["start_event_to_takeover_ms"] = percentiles(delays)
         result["taken_over_before_start_event"] = sum(1 for d in delays if d < 0)
-        result["taken_over"] = sum(1 for n in names if n in taken)
-        result["fds_per_container"] = round((after["fds"] - before["fds"]) / len(names), 2)
+        result["taken_over"] = sum(1 for n in measured if n in taken)
+        result["fds_per_container"] = round((after["fds"] - before["fds"]) / len(measured), 2)
         result["rss_kib_per_container"] = round((after["rss_kib"] - before["rss_kib"])
-                                                / len(names), 1)
+                                                / len(measured), 1)
         result["before"], result["after"] = before, after
         if args.cycles:
             result["cycles"] = cycles(args.cycles, tag, label, net, server.pid)

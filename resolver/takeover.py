@@ -14,6 +14,7 @@ import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from resolver.config import Upstream
@@ -26,6 +27,7 @@ from resolver.divert import (
     DockerPorts,
     divert_ruleset,
     docker_ports,
+    firewall_flavour,
     has_our_table,
     our_diversion_ports,
 )
@@ -96,6 +98,7 @@ class Shared:
     client_forwards: int
     upstream_timeout: float
     upstream_budget: float
+    legacy_iptables: bool = False  # Docker's rules are then read with iptables-save
 
 
 @dataclass
@@ -128,25 +131,35 @@ def _bind_listeners() -> tuple[socket.socket, socket.socket]:
     return udp, tcp
 
 
-def _read_docker_ports(nft: NftContext) -> DockerPorts | None:
-    """Docker's DNAT ports, from nftables (iptables-nft, nftables backend) or, when nothing
-    is there, from iptables-save (iptables-legacy); runs inside the namespace."""
+def _read_docker_ports(nft: NftContext, legacy: bool) -> DockerPorts | None:
+    """Docker's DNAT ports, from nftables (iptables-nft, the nftables backend) or, on a host
+    whose iptables is the legacy flavour, from iptables-save; runs inside the namespace."""
     found = docker_ports(nft.run(LIST_NAT))
-    if found is None:
+    if found is None and legacy:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            legacy = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True,
-                                    text=True, timeout=5, check=False)
-            found = docker_ports(legacy.stdout)
+            saved = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True,
+                                   text=True, timeout=5, check=False)
+            found = docker_ports(saved.stdout)
     return found
 
 
-def _prepare_in_namespace() -> _Prepared:
+def host_firewall_flavour() -> str:
+    """The flavour of the host's iptables, which Docker 20.10 uses for 127.0.0.11."""
+    try:
+        shown = subprocess.run(["iptables", "--version"], capture_output=True, text=True,
+                               timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return firewall_flavour(shown.stdout + shown.stderr)
+
+
+def _prepare_in_namespace(legacy: bool) -> _Prepared:
     """Inside the namespace: the nftables context, our listeners, Docker's ports, our table.
     A table of ours left there by a run that could not own it is replaced."""
     nft = NftContext()
     udp = tcp = None
     try:
-        docker = _read_docker_ports(nft)
+        docker = _read_docker_ports(nft, legacy)
         if docker is None:
             raise TakeoverError("Docker has no 127.0.0.11 diversion in its namespace")
         udp, tcp = _bind_listeners()
@@ -189,7 +202,8 @@ class Diversion:
         """Listen and divert: from here on, new flows to 127.0.0.11:53 reach us (flush() then
         moves the flows that exist already)."""
         shared, loop = self.shared, asyncio.get_running_loop()
-        prepared = await shared.worker.run(self.namespace, _prepare_in_namespace)
+        prepared = await shared.worker.run(self.namespace,
+                                           partial(_prepare_in_namespace, shared.legacy_iptables))
         self.nft, self.docker = prepared.nft, prepared.docker
         self.ports = (prepared.udp.getsockname()[1], prepared.tcp.getsockname()[1])
         resolution = shared.make_resolution(self._forwarder(prepared.docker))

@@ -25,7 +25,7 @@ from resolver.netns import NamespaceError, NamespaceWorker, address_is_local
 from resolver.nftables import NftablesError
 from resolver.ratelimit import RateLimiter
 from resolver.table import NameTable
-from resolver.takeover import Client, Diversion, Shared, TakeoverError
+from resolver.takeover import Client, Diversion, Shared, TakeoverError, host_firewall_flavour
 from resolver.tcp import TcpClients
 from resolver.transport import Resolution
 from watchers.engine_api import (
@@ -119,6 +119,9 @@ class TakeoverManager:
         if config.rate_limit > 0:
             limiter = RateLimiter(config.rate_limit, config.rate_limit_burst, clock=time.monotonic)
         handler = Handler(table, policy, limiter)
+        flavour = host_firewall_flavour()
+        log.info("takeover: host iptables flavour %s; diversions are nftables tables ahead of "
+                 "Docker's rules either way", flavour)
         self._shared = Shared(
             worker=self._worker,
             flusher=self._flusher,
@@ -128,7 +131,8 @@ class TakeoverManager:
             total_forwards=InFlight(config.max_forwards),
             client_forwards=max(1, config.max_forwards // 4),
             upstream_timeout=config.upstream_timeout,
-            upstream_budget=config.upstream_budget)
+            upstream_budget=config.upstream_budget,
+            legacy_iptables=flavour == "legacy")
         self.diversions: dict[str, Diversion] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._queued: dict[str, int] = {}  # work queued or running per container
