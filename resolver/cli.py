@@ -111,6 +111,13 @@ def _docker_url(text: str) -> str:
     return text
 
 
+def _label_selector(text: str) -> str:
+    key = text.partition("=")[0]
+    if not key or any(c.isspace() for c in key):
+        raise ValueError(f"{text!r} is not a label selector (LABEL or LABEL=VALUE)")
+    return text
+
+
 def _switch(text: str) -> bool:
     if text.strip().lower() in _TRUE:
         return True
@@ -173,6 +180,11 @@ SERVE_FLAGS = (
     Flag("attach", _one_of(("all", "labeled")), None, "in a container: join every user-defined "
          "network, or those labelled scopedns.attach=true, also ones created later "
          "(docs/deployment.md)", metavar="all|labeled"),
+    # serve --takeover (docs/takeover.md)
+    Flag("takeover", _switch, False, "answer every container's own 127.0.0.11 (root, host PID "
+         "and network namespace); stopping hands it back to Docker", switch=True),
+    Flag("takeover-only", _label_selector, None, "take over only containers carrying this "
+         "label (default: every container)", metavar="LABEL[=VALUE]"),
 )
 
 
@@ -208,7 +220,42 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scopedns's address as the container reaches it, repeatable")
     resolv.add_argument("--search", action="append", default=[], metavar="DOMAIN")
     resolv.add_argument("--ndots", type=int, default=0, help="(default %(default)s, as Docker)")
+    _add_release_command(commands)
     return parser
+
+
+# ----- takeover (docs/takeover.md): `scopedns release`, and what --takeover needs -----------
+
+
+def _add_release_command(commands: Any) -> None:
+    release = commands.add_parser("release", help="hand back every container's 127.0.0.11 "
+                                  "after a takeover that could not (no server running)")
+    release.add_argument("--netns-dir", default="/var/run/docker/netns",
+                         help="Docker's namespace files (default %(default)s)")
+    release.add_argument("namespaces", nargs="*", metavar="NETNS",
+                         help="only these namespace files (default: every one in --netns-dir)")
+
+
+def _takeover_problem() -> str | None:
+    from resolver.nftables import available
+
+    if os.geteuid() != 0:
+        return "--takeover needs root (it enters containers' network namespaces)"
+    return available()
+
+
+def _release_command(args: argparse.Namespace) -> int:
+    from watchers.takeover_plan import release_leftovers
+
+    problem = _takeover_problem()
+    if problem:
+        print(f"scopedns: error: {problem}", file=sys.stderr)
+        return 1
+    seen, removed, problems = release_leftovers(args.netns_dir, args.namespaces)
+    for problem in problems:
+        print(f"scopedns: {problem}", file=sys.stderr)
+    print(f"scopedns: {seen} namespaces checked, {removed} diversions removed", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -233,7 +280,7 @@ def config_from_args(args: argparse.Namespace, resolv_conf: str = "/etc/resolv.c
     """The Config of `scopedns serve`. Raises ValueError with a one-line reason."""
     values = flag_values(args)
     upstreams: tuple[HostPort, ...] = tuple(values.pop("upstream") or ())
-    if values.pop("no_upstream"):
+    if values["no_upstream"]:
         upstreams = ()
     elif not upstreams:
         upstreams = resolv_conf_upstreams(resolv_conf)
@@ -311,6 +358,10 @@ def _serve_command(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"scopedns: error: {error}", file=sys.stderr)
         return 2
+    problem = _takeover_problem() if config.takeover else None
+    if problem:
+        print(f"scopedns: error: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -331,4 +382,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _snapshot_command(args)
     if args.command == "resolv-conf":
         return _resolv_conf_command(args)
+    if args.command == "release":
+        return _release_command(args)
     return _serve_command(args)

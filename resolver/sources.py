@@ -29,7 +29,10 @@ class SourceError(Exception):
 
 
 def open_source(config: Config, table: NameTable) -> StateSource:
-    """The snapshot file if one is given, else the Docker engine. Raises SourceError."""
+    """The snapshot file if one is given, else the Docker engine (with --takeover beside it).
+    Raises SourceError."""
+    if config.snapshot and config.takeover:
+        raise SourceError("--takeover follows a live engine; it cannot run with --snapshot")
     if config.snapshot:
         from watchers.snapshot import SnapshotError, SnapshotSource
 
@@ -39,9 +42,14 @@ def open_source(config: Config, table: NameTable) -> StateSource:
             raise SourceError(str(error)) from None
     from watchers.docker import DockerWatcher
 
-    watcher = DockerWatcher(table, config.docker, resync_interval=config.resync_interval)
+    source: StateSource = DockerWatcher(table, config.docker,
+                                        resync_interval=config.resync_interval)
     if config.attach:
         from watchers.attach import Attaching
 
-        return Attaching(watcher, config.docker, config.attach)
-    return watcher
+        source = Attaching(source, config.docker, config.attach)
+    if config.takeover:  # docs/takeover.md: takeover runs beside the source it waits for
+        from watchers.takeover import WithTakeover
+
+        source = WithTakeover(source, table, config)
+    return source

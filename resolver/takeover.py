@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from resolver.config import Upstream
 from resolver.conntrack import delete_flows
 from resolver.divert import (
     DELETE_TABLE,
@@ -31,7 +30,7 @@ from resolver.divert import (
     has_our_table,
     our_diversion_ports,
 )
-from resolver.forward import Forwarder, InFlight
+from resolver.forward import Forwarder, InFlight, Upstream
 from resolver.handler import Forward
 from resolver.netns import Namespace, NamespaceError, NamespaceWorker
 from resolver.nftables import NftablesError, NftContext

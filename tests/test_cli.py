@@ -91,6 +91,7 @@ BAD_VALUES = [
     ("rate-limit", "-1", "at least 0"), ("rate-limit-burst", "many", "not a number"),
     ("log-level", "verbose", "debug, info, warning, error"),
     ("attach", "some", "all, labeled"),
+    ("takeover-only", "=a", "label selector"),
 ]
 
 
@@ -123,7 +124,7 @@ def test_a_bad_switch_in_the_environment(capsys: pytest.CaptureFixture[str],
 
 
 def test_every_flag_has_a_bad_value_case() -> None:
-    checked = {flag for flag, _, _ in BAD_VALUES} | {"no-upstream", "snapshot"}
+    checked = {flag for flag, _, _ in BAD_VALUES} | {"no-upstream", "snapshot", "takeover"}
     assert checked == {flag.name for flag in SERVE_FLAGS}
 
 

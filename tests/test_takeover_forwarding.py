@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 import dns.message
 import pytest
 
-from resolver.config import Upstream
 from resolver.conntrack import (
     CTA_IP_V4_DST,
     CTA_PROTO_DST_PORT,
@@ -23,7 +22,7 @@ from resolver.conntrack import (
     NLA_F_NESTED,
     tuple_matches,
 )
-from resolver.forward import Forwarder, ForwardRefused, InFlight
+from resolver.forward import Forwarder, ForwardRefused, InFlight, Upstream
 from resolver.wire import Query, parse_query
 from tests.fakes import FakeUpstream
 

@@ -17,13 +17,14 @@ from typing import Any
 
 import aiodocker
 
-from resolver.answer import Policy
+from resolver.answer import AliasOrder, Policy
 from resolver.config import Config
 from resolver.forward import InFlight
 from resolver.handler import Handler
 from resolver.netns import NamespaceError, NamespaceWorker, address_is_local
 from resolver.nftables import NftablesError
 from resolver.ratelimit import RateLimiter
+from resolver.sources import StateSource
 from resolver.table import NameTable
 from resolver.takeover import Client, Diversion, Shared, TakeoverError, host_firewall_flavour
 from resolver.tcp import TcpClients
@@ -113,7 +114,8 @@ class TakeoverManager:
         self._only = config.takeover_only
         self._worker = worker or NamespaceWorker()
         self._flusher = NamespaceWorker(threads=FLUSH_THREADS)
-        policy = Policy(ttl=config.ttl, alias_order=config.alias_order, domain=config.domain,
+        policy = Policy(ttl=config.ttl, alias_order=AliasOrder(config.alias_order),
+                        domain=config.domain,
                         forwarding=not config.no_upstream)
         limiter = None
         if config.rate_limit > 0:
@@ -371,3 +373,23 @@ class TakeoverManager:
             diversion.close()
         if held:
             log.info("takeover: %d containers handed back to Docker's resolver", len(held))
+
+
+class WithTakeover:
+    """A state source with the takeover manager beside it (resolver/sources.py): both run
+    until cancelled; a TaskGroup, not gather, so that cancelling waits for the hand-back."""
+
+    def __init__(self, source: StateSource, table: NameTable, config: Config) -> None:
+        self._source = source
+        self._manager = TakeoverManager(table, config)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._source.run())
+            group.create_task(self._manager.run())
+
+    def reload(self) -> None:
+        self._source.reload()
+
+    async def close(self) -> None:
+        await self._source.close()
