@@ -49,7 +49,13 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def proc_usage(pid: int) -> dict[str, int]:
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    """Descriptors (not counting /dev/null placeholders of the low reserve), RSS, threads."""
+    fds = 0
+    for entry in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds += os.readlink(f"/proc/{pid}/fd/{entry}") != os.devnull
+        except OSError:
+            continue
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     return {"fds": fds, "rss_kib": int(fields["VmRSS"].split()[0]),

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
+import resource
+import socket
+import stat
 import threading
 
 LIBRARY = "libnftables.so.1"
@@ -57,6 +61,49 @@ def available() -> str | None:
     return None
 
 
+# libnftables 1.0.x waits for netlink replies with select(): its socket must be a descriptor
+# below FD_SETSIZE, or glibc aborts the process. With a context kept per container, those low
+# numbers are reserved for contexts: placeholders hold them, every other descriptor of the
+# process lands above, and a context whose socket came out high is moved onto a placeholder.
+FD_SETSIZE = 1024
+_reserve: list[int] = []
+_reserve_lock = threading.Lock()
+
+
+def reserve_low_descriptors(keep_free: int = 64) -> int:
+    """Hold every free descriptor below FD_SETSIZE with a placeholder (keeping `keep_free` of
+    the soft limit for the rest); how many are held. Needs the limit raised first."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < FD_SETSIZE + keep_free:
+        return 0
+    with _reserve_lock:
+        while True:
+            fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            if fd >= FD_SETSIZE:
+                os.close(fd)
+                break
+            _reserve.append(fd)
+        _reserve.sort(reverse=True)
+        return len(_reserve)
+
+
+def _take_low_descriptor() -> int | None:
+    with _reserve_lock:
+        return _reserve.pop() if _reserve else None
+
+
+def _refill_reserve() -> None:
+    with _reserve_lock:
+        if not _reserve:
+            return
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if fd < FD_SETSIZE:
+            _reserve.append(fd)
+            _reserve.sort(reverse=True)
+        else:
+            os.close(fd)
+
+
 class NftContext:
     """One libnftables context: its netlink socket lives in the namespace of the thread that
     created it. Not thread-safe: one caller at a time."""
@@ -67,9 +114,47 @@ class NftContext:
         if not ctx:
             raise NftablesError("nft_ctx_new failed")
         self._ctx: int | None = ctx
+        self._lock = threading.Lock()
+        fd = self.socket_descriptor()
+        if fd is not None and fd >= FD_SETSIZE:
+            fd = self._move_socket_low(fd)
+        if fd is None or fd >= FD_SETSIZE:
+            self.close()
+            raise NftablesError(f"libnftables' netlink socket is descriptor {fd}, not below "
+                                f"{FD_SETSIZE} (it uses select()): too many containers for one "
+                                "scopedns")
         self._lib.nft_ctx_buffer_output(ctx)
         self._lib.nft_ctx_buffer_error(ctx)
-        self._lock = threading.Lock()
+
+    def _move_socket_low(self, fd: int) -> int:
+        """Put the context's socket on a reserved low descriptor: dup2 over a placeholder (the
+        same socket, so the same netlink port and table ownership), then tell the context."""
+        low = _take_low_descriptor()
+        if low is None or self._ctx is None:
+            return fd
+        os.dup2(fd, low, inheritable=False)
+        sock = ctypes.c_void_p.from_address(self._ctx).value
+        ctypes.c_int.from_address(sock or 0).value = low
+        os.close(fd)
+        return low
+
+    def socket_descriptor(self) -> int | None:
+        """The context's netlink socket: `struct nft_ctx` begins with its `struct mnl_socket *`,
+        which begins with the descriptor (libnftables 1.0.x); checked to be a netlink socket,
+        else None."""
+        if self._ctx is None:
+            return None
+        sock = ctypes.c_void_p.from_address(self._ctx).value
+        if not sock:
+            return None
+        fd = ctypes.c_int.from_address(sock).value
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                return None
+            with socket.socket(fileno=os.dup(fd)) as probe:
+                return fd if probe.family == socket.AF_NETLINK else None
+        except OSError:
+            return None
 
     def run(self, command: str) -> str:
         """Run nft command text; its output, or NftablesError with nft's message."""
@@ -97,3 +182,4 @@ class NftContext:
             if self._ctx is not None:
                 self._lib.nft_ctx_free(self._ctx)
                 self._ctx = None
+                _refill_reserve()

@@ -22,7 +22,7 @@ from resolver.config import Config
 from resolver.forward import InFlight
 from resolver.handler import Handler
 from resolver.netns import NamespaceError, NamespaceWorker, address_is_local
-from resolver.nftables import NftablesError
+from resolver.nftables import NftablesError, reserve_low_descriptors
 from resolver.ratelimit import RateLimiter
 from resolver.sources import StateSource
 from resolver.table import NameTable
@@ -121,6 +121,10 @@ class TakeoverManager:
         if config.rate_limit > 0:
             limiter = RateLimiter(config.rate_limit, config.rate_limit_burst, clock=time.monotonic)
         handler = Handler(table, policy, limiter)
+        limit = raise_descriptor_limit()
+        held = reserve_low_descriptors()
+        log.info("takeover: descriptor limit %d; %d low descriptors kept for nftables contexts "
+                 "(at most that many containers)", limit, held)
         flavour = host_firewall_flavour()
         log.info("takeover: host iptables flavour %s; diversions are nftables tables ahead of "
                  "Docker's rules either way", flavour)
@@ -144,9 +148,6 @@ class TakeoverManager:
 
     async def run(self) -> None:
         """Follow the engine until cancelled, then hand every namespace back."""
-        limit = raise_descriptor_limit()
-        log.info("takeover: descriptor limit %d (about %d containers)", limit,
-                 limit // FDS_PER_CONTAINER)
         try:
             while not self._table.synced:
                 await asyncio.sleep(SYNC_POLL)
