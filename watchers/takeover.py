@@ -63,7 +63,7 @@ SYNC_POLL = 0.05
 FDS_PER_CONTAINER = 4
 FLUSH_THREADS = 2
 # The early path (_early) looks for a new container's namespace this long after its join.
-EARLY_WINDOW, EARLY_POLL = 3.0, 0.01
+EARLY_WINDOW, EARLY_POLL = 10.0, 0.01
 
 
 _CONTAINER_EVENTS = frozenset({EventKind.REMOVE_CONTAINER, EventKind.REFRESH_CONTAINER,
