@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from .conftest import unavailable
 from .harness import (
     Container,
     Engine,
@@ -59,7 +60,7 @@ def _missing() -> str | None:
 def tk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TakeoverLab]:
     problem = _missing()
     if problem:
-        pytest.skip(problem)
+        unavailable(problem)  # a skip, or a failure when CI=true
     ensure_image()
     run_id = secrets.token_hex(3)
     logs = tmp_path_factory.mktemp("takeover")
