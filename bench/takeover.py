@@ -100,8 +100,10 @@ def start_server(label: str, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _free_port() -> int:
-    from bench.suite.procs import free_port
-    return free_port()
+    from testkit.ports import free_port
+
+    port: int = free_port()
+    return port
 
 
 def wait_taken(log: Path, names: list[str], timeout: float) -> None:
@@ -193,7 +195,8 @@ def cycles(count: int, tag: str, label: str, net: str, pid: int) -> dict[str, An
 def synthetic_run(args: argparse.Namespace) -> dict[str, Any]:
     from resolver.config import Config
     from resolver.table import NameTable
-    from watchers.takeover import TakeoverManager, Target, raise_descriptor_limit
+    from watchers.takeover import TakeoverManager
+    from watchers.takeover_plan import Target, raise_descriptor_limit
 
     tag = secrets.token_hex(2)
     names = [f"tks{tag}-{i}" for i in range(args.namespaces)]

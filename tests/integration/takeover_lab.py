@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.suite.procs import free_port
+from testkit.ports import free_port
 
 from .harness import (
     DOCKER_DNS,
