@@ -143,6 +143,10 @@ def test_network_connect_and_disconnect(tk: TakeoverLab) -> None:
     assert tk.our_tables(loner) == ""  # default bridge only: no 127.0.0.11 to take over
     docker("network", "connect", tk.other.name, loner.name)
     tk.wait_answerer(loner, loner.name, "scopedns")
+    # Forwarding follows Docker's resolver in that namespace (its ports read after the join).
+    miss = f"connected-{tk.engine.run_id}.invalid"
+    code, out = tk.nslookup(loner, miss)
+    assert code == 0 and "192.0.2.53" in nslookup_addresses(out), out + tk.tail()
     docker("network", "disconnect", tk.other.name, loner.name)
     deadline = time.monotonic() + 5
     while tk.our_tables(loner):
