@@ -9,8 +9,10 @@
 #   queries (the rest stays in the framer) and pause reading until it catches up. Memory per
 #   connection: one read, one frame, the write buffer, MAX_PENDING replies.
 # - At the total cap, a new connection closes the one idle the longest (no reply pending or
-#   unsent) to get in, as Unbound and BIND reclaim TCP slots; if every connection is busy, or
-#   its source is at the per-source cap, the new one is refused.
+#   unsent) to get in, as Unbound and BIND reclaim TCP slots; at its client's own cap it closes
+#   that client's longest-idle connection instead, so a client holding many idle connections
+#   cannot lock itself out (docs/failures.md). Only when the connections it would take over
+#   are all busy is the new one refused.
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +23,7 @@ from typing import cast
 
 from resolver.framing import TcpFramer, frame
 from resolver.handler import Forward, Outcome
-from resolver.transport import LogEvery, Resolution
+from resolver.transport import LogEvery, Resolution, client_key
 
 log = logging.getLogger(__name__)
 _CAP_REFUSALS = LogEvery(log)
@@ -50,17 +52,25 @@ class TcpClients:
     def admit(self, connection: TcpConnection) -> bool:
         source = connection.source
         if self._per_source.get(source, 0) >= self.max_per_source:
-            return False
-        if len(self._by_activity) >= self.max_total:
-            victim = next((c for c in self._by_activity if c.is_idle()), None)
-            if victim is None:
+            own = (c for c in self._by_activity if c.source == source and c.is_idle())
+            if not self._reclaim(next(own, None), source, "per-client"):
                 return False
-            log.debug("tcp connection cap: closing an idle connection from %s for one from %s",
-                      victim.source, source)
-            self.remove(victim)
-            victim.close()
+        elif len(self._by_activity) >= self.max_total:
+            idle = (c for c in self._by_activity if c.is_idle())
+            if not self._reclaim(next(idle, None), source, "total"):
+                return False
         self._by_activity[connection] = None
         self._per_source[source] = self._per_source.get(source, 0) + 1
+        return True
+
+    def _reclaim(self, victim: TcpConnection | None, source: str, cap: str) -> bool:
+        """Close `victim` (the longest idle) to make room for a connection from `source`."""
+        if victim is None:
+            return False
+        log.debug("tcp %s cap: closing an idle connection from %s for one from %s", cap,
+                  victim.source, source)
+        self.remove(victim)
+        victim.close()
         return True
 
     def touch(self, connection: TcpConnection) -> None:
@@ -107,7 +117,7 @@ class TcpConnection(asyncio.Protocol):
 
     def client_of(self, peer: tuple[object, ...] | None) -> str:
         """Who is asking, for views and caps: the peer address (takeover overrides it)."""
-        return str(peer[0]) if peer else ""
+        return client_key(str(peer[0])) if peer else ""
 
     def data_received(self, data: bytes) -> None:
         self._framer.push(data)

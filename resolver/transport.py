@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 LOG_EVERY = 10.0
 
 
+def client_key(address: str) -> str:
+    """One client, one key: an IPv4 client seen on a dual-stack socket (`::ffff:a.b.c.d`) is
+    the same client as `a.b.c.d` for views, caps and rate limits (docs/views.md)."""
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
+
+
 class LogEvery:
     """At most one line per `interval` seconds for one recurring condition; the next line says
     how many were held back, so a flood cannot flood the log."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from resolver.handler import Forward, Outcome
-from resolver.transport import Resolution
+from resolver.transport import Resolution, client_key
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,10 @@ class UdpListener(asyncio.DatagramProtocol):
         self._sendto = self._transport.sendto
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        outcome = self._handle(data, addr[0], False)
+        source = addr[0]
+        if len(addr) == 4:  # an IPv6 socket: an IPv4 client arrives as ::ffff:a.b.c.d
+            source = client_key(source)
+        outcome = self._handle(data, source, False)
         if isinstance(outcome, bytes):
             self._sendto(outcome, addr)
         elif outcome is not None:

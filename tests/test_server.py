@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import struct
 import subprocess
@@ -19,8 +20,10 @@ import dns.rcode
 import pytest
 import uvloop
 
+from resolver.config import Config
 from resolver.framing import TcpFramer
 from resolver.server import UDP_RECEIVE_BUFFER, Server, enlarge_receive_buffer
+from resolver.transport import client_key
 from testkit.topology import Topology, attach, container, network
 from tests.conftest import Fakes
 from tests.fakes import FAKE_ADDRESS, FakeUpstream
@@ -28,6 +31,7 @@ from tests.servers import Serve, addresses, loopback_config, port
 
 NET = network("srvnet", "172.60.0.0/24")
 TABLE_TOPOLOGY = Topology([NET], [container("web", attach(NET, 2, "app"))])
+LOOPNET = network("loopnet", "127.64.0.0/24")
 
 
 @pytest.fixture
@@ -100,14 +104,23 @@ async def test_idle_tcp_connection_is_closed(serve: Serve, upstream: FakeUpstrea
     writer.close()
 
 
-async def test_connection_cap_per_source(serve: Serve, upstream: FakeUpstream) -> None:
-    server = await start(serve, upstream, tcp_max_per_source=2)
-    held = [await asyncio.open_connection("127.0.0.1", port(server)) for _ in range(2)]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port(server))
-    assert await asyncio.wait_for(reader.read(10), 3) == b""
-    assert addresses(await udp(server, "web")) == ["172.60.0.2"]
-    for _, w in [*held, (reader, writer)]:
-        w.close()
+async def test_a_client_at_its_tcp_cap_is_still_answered(serve: Serve,
+                                                         upstream: FakeUpstream) -> None:
+    """1,000 idle connections from one client, then a normal TCP query from that same client:
+    each new connection past its cap replaces its longest-idle one, so the query is answered
+    (docs/failures.md)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2500:  # both ends of 1,000 connections live in this process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    server = await start(serve, upstream, tcp_max_per_source=8)
+    held = [await asyncio.open_connection("127.0.0.1", port(server)) for _ in range(1000)]
+    reply = await dns.asyncquery.tcp(dns.message.make_query("web", "A"), "127.0.0.1",
+                                     port=port(server), timeout=3)
+    assert addresses(reply) == ["172.60.0.2"]
+    closed = [r for r, _ in held[:-8] if await asyncio.wait_for(r.read(10), 3) == b""]
+    assert len(closed) == len(held) - 8  # the oldest ones made room, the newest are kept
+    for _, writer in held:
+        writer.close()
 
 
 async def test_udp_burst_of_repeated_queries_each_get_their_own_reply(
@@ -176,3 +189,28 @@ def test_unbindable_address_exits_with_one_line() -> None:
                      "--docker", "unix:///nonexistent.sock")
     assert result.returncode == 1
     assert "cannot listen on 192.0.2.1:5353" in result.stderr
+
+
+@pytest.mark.parametrize(("seen", "client"), [
+    ("::ffff:172.60.0.2", "172.60.0.2"), ("172.60.0.2", "172.60.0.2"),
+    ("::1", "::1"), ("::ffff:abcd", "::ffff:abcd"), ("fd00::2", "fd00::2"),
+])
+def test_an_ipv4_client_on_a_dual_stack_socket_is_the_same_client(seen: str, client: str) -> None:
+    """Caps, rate limits and views key on the client: `a.b.c.d` and `::ffff:a.b.c.d` are one."""
+    assert client_key(seen) == client
+
+
+async def test_a_dual_stack_listener_gives_an_ipv4_client_its_own_view(
+        serve: Serve, upstream: FakeUpstream) -> None:
+    table = Topology([LOOPNET], [container("loopweb", attach(LOOPNET, 2, "app",
+                                                                      links={"me": "loopweb"}))]
+                     ).table()
+    server = Server(Config(listen=(("::", 0),)), table)
+    await server.start()
+    try:
+        query = dns.message.make_query("me", "A")
+        reply = await dns.asyncquery.udp(query, "127.0.0.1", port=port(server), timeout=3,
+                                         source="127.64.0.2")
+        assert addresses(reply) == ["127.64.0.2"]  # its link alias: its own view
+    finally:
+        await server.close()

@@ -177,9 +177,22 @@ def test_slots_reclaim_the_longest_idle_and_refuse_when_all_are_busy() -> None:
     assert clients.admit(slot(FakeConnection("10.0.0.5"))) and len(clients) == 3
 
 
-def test_a_source_at_its_cap_is_refused_even_with_free_slots() -> None:
+def test_a_client_at_its_cap_replaces_its_own_longest_idle_connection() -> None:
+    """An idle connection is worth less than a new query: at its own cap a client's new
+    connection closes that client's longest-idle one, never another client's."""
+    clients = TcpClients(max_total=10, max_per_source=2)
+    other = FakeConnection("10.0.0.2")
+    first, second, third = (FakeConnection("10.0.0.1") for _ in range(3))
+    assert all(clients.admit(slot(x)) for x in (first, other, second))
+    assert clients.admit(slot(third)) and first.closed
+    assert not second.closed and not other.closed and len(clients) == 3
+
+
+def test_a_client_at_its_cap_with_only_busy_connections_is_refused() -> None:
     clients = TcpClients(max_total=10, max_per_source=2)
     same = [FakeConnection("10.0.0.1") for _ in range(3)]
+    for connection in same:
+        connection.idle = False
     assert [clients.admit(slot(x)) for x in same] == [True, True, False]
     assert not any(x.closed for x in same) and clients.admit(slot(FakeConnection("10.0.0.2")))
 
