@@ -308,10 +308,17 @@ def test_main_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def free_udp_and_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("0.0.0.0", 0))
-        port: int = udp.getsockname()[1]
-    return port
+    """A port free for UDP and TCP on every address (the test listens on 0.0.0.0)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("0.0.0.0", 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("0.0.0.0", port))
+                except OSError:
+                    continue
+                return port
 
 
 def test_a_flood_of_the_same_warning_is_one_line_per_interval(
