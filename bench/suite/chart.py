@@ -9,8 +9,8 @@ from typing import Any
 PANELS = (("saturation_qps", "saturation (qps, higher is better)"),
           ("cpu_us_per_query", "server CPU µs/query at the fixed rate"),
           ("p99_us", "p99 latency µs at the fixed rate"))
-PROFILES = ("a", "b", "c")
-BAR_WIDTH = 0.27
+PROFILES = ("a", "b", "c", "d")
+BAR_WIDTH = 0.2
 
 
 def bars(document: dict[str, Any], measure: str,
@@ -38,7 +38,7 @@ def draw(document: dict[str, Any], path: Path) -> Path | None:
     for axis, (measure, title) in zip(axes, PANELS, strict=True):
         for offset, profile in enumerate(PROFILES):
             heights, whiskers = bars(document, measure, profile)
-            positions = [i + (offset - 1) * BAR_WIDTH for i in range(len(servers))]
+            positions = [i + (offset - 1.5) * BAR_WIDTH for i in range(len(servers))]
             axis.bar(positions, heights, BAR_WIDTH, yerr=whiskers, capsize=2,
                      label=f"({profile})")
         axis.set_title(title, fontsize=10)

@@ -1,5 +1,6 @@
 # The fake upstream of profile (c): a tiny uvloop UDP responder on loopback that answers every
-# `*.invalid` A query with 192.0.2.53, TTL 0 (so no forwarder can cache it), and REFUSED for
+# `*.invalid` A query with 192.0.2.53, TTL 0 (so no forwarder can cache it) unless a label of
+# the name is `ttlN` (then TTL N: profile (d), answers a cache may keep), and REFUSED for
 # anything else. Built from the query's bytes, no DNS library per packet, so it stays far
 # cheaper than the forwarders it feeds. Nothing it answers leaves the host.
 # Run: python -m bench.suite.fake_upstream [--host ADDR] --port PORT (prints READY once bound).
@@ -31,14 +32,22 @@ def question_end(packet: bytes) -> int | None:
     return None
 
 
-def last_label(packet: bytes, end: int) -> bytes:
-    """The last label of the question name (its bytes, lower case)."""
-    offset, last = HEADER.size, b""
+def labels(packet: bytes, end: int) -> list[bytes]:
+    """The labels of the question name (their bytes, lower case)."""
+    offset, found = HEADER.size, []
     while offset < end - 5:
         length = packet[offset]
-        last = packet[offset + 1:offset + 1 + length]
+        found.append(packet[offset + 1:offset + 1 + length].lower())
         offset += length + 1
-    return last.lower()
+    return found
+
+
+def ttl_of(names: list[bytes]) -> int:
+    """N for a name with a `ttlN` label, else 0."""
+    for label in names:
+        if label.startswith(b"ttl") and label[3:].isdigit():
+            return min(int(label[3:]), 2**31 - 1)
+    return 0
 
 
 def reply(packet: bytes) -> bytes | None:
@@ -51,11 +60,12 @@ def reply(packet: bytes) -> bytes | None:
     kept = flags & (FLAG_RD | FLAG_CD) | 0x8080  # QR, RA, RD and CD copied
     question = packet[HEADER.size:end]
     qtype = question[-4:-2]
-    if last_label(packet, end) != b"invalid":
+    names = labels(packet, end)
+    if not names or names[-1] != b"invalid":
         return HEADER.pack(ident, kept | REFUSED, 1, 0, 0, 0) + question
     if qtype != b"\x00\x01":
         return HEADER.pack(ident, kept, 1, 0, 0, 0) + question
-    record = b"\xc0\x0c\x00\x01\x00\x01" + struct.pack("!IH", 0, 4) + ANSWER
+    record = b"\xc0\x0c\x00\x01\x00\x01" + struct.pack("!IH", ttl_of(names), 4) + ANSWER
     return HEADER.pack(ident, kept, 1, 1, 0, 0) + question + record
 
 

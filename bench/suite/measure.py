@@ -1,7 +1,8 @@
 # The three measures of one running server on one profile, repeated `runs` times: saturation
 # (highest qps with at most 0.1 % loss), server CPU microseconds per answered query at a fixed
 # rate (utime+stime of the server's processes over the run / queries answered), and p50, p99
-# and p99.9 latency of that same fixed-rate run. Medians with min and max are kept per measure.
+# and p99.9 latency of that same fixed-rate run, with the machine's steal share and load
+# meanwhile. Medians with min and max are kept per measure.
 from __future__ import annotations
 
 import subprocess
@@ -16,7 +17,15 @@ from bench.suite.dnsperf import run_profile, saturation, write_query_files
 from bench.suite.peers import Running
 from bench.suite.procs import cpu_seconds
 from bench.suite.profiles import Profile
-from bench.suite.stats import DnsperfSummary, percentile, spread
+from bench.suite.stats import (
+    CpuTimes,
+    DnsperfSummary,
+    cpu_times,
+    load_average,
+    percentile,
+    spread,
+    steal_share,
+)
 
 MEASURES = ("saturation_qps", "cpu_us_per_query", "p50_us", "p99_us", "p999_us")
 
@@ -85,31 +94,40 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def measure(profile: Profile, running: Running, settings: Settings,
-            pin: Callable[[list[str]], list[str]], workdir: Path, progress: Progress,
-            label: str) -> dict[str, Any]:
-    files = write_query_files(profile, running.target, workdir)
-    runs = []
-    for index in range(settings.runs):
-        try:
-            record = one_run(profile, running, files, settings, pin, workdir)
-        except (ValueError, RuntimeError, OSError, subprocess.SubprocessError) as error:
-            print(f"  {label} {profile.key}: run failed: {error}", file=sys.stderr, flush=True)
-            record = {"error": str(error)}
-        runs.append(record)
-        progress.step(f"{label} ({profile.key}) run {index + 1}/{settings.runs}: "
-                      + describe(record))
-    return aggregate(runs)
+def measure_once(profile: Profile, running: Running, settings: Settings,
+                 pin: Callable[[list[str]], list[str]], workdir: Path) -> dict[str, Any]:
+    """One run of the three measures, with the machine's steal share and load meanwhile.
+    Query files go to a directory of this server's own: another server may rewrite them."""
+    directory = workdir / f"queries-{running.target.port}"
+    directory.mkdir(exist_ok=True)
+    files = write_query_files(profile, running.target, directory)
+    before, load_before = machine_state()
+    try:
+        record = one_run(profile, running, files, settings, pin, workdir)
+    except (ValueError, RuntimeError, OSError, subprocess.SubprocessError) as error:
+        print(f"  {profile.key}: run failed: {error}", file=sys.stderr, flush=True)
+        record = {"error": str(error)}
+    after, load_after = machine_state()
+    record["steal"] = steal_share(before, after)
+    record["load1"] = max(load_before, load_after)
+    return record
+
+
+def machine_state() -> tuple[CpuTimes, float]:
+    return (cpu_times(Path("/proc/stat").read_text()),
+            load_average(Path("/proc/loadavg").read_text()))
 
 
 def describe(record: dict[str, Any]) -> str:
+    noise = (f"; steal {record['steal']:.1%}, load {record['load1']:.1f}"
+             if "steal" in record else "")
     if "error" in record:
-        return f"failed ({record['error']})"
+        return f"failed ({record['error']}){noise}"
     parts = [f"saturation {fmt(record['saturation_qps'], '{:,.0f}')} qps",
              f"cpu {fmt(record['cpu_us_per_query'], '{:.1f}')} us/q",
              f"p99 {fmt(record['p99_us'], '{:.0f}')} us",
              f"at {record['qps']:,.0f} qps, loss {record['loss']:.2%}"]
-    return ", ".join(parts)
+    return ", ".join(parts) + noise
 
 
 def fmt(value: float | None, pattern: str) -> str:

@@ -1,8 +1,9 @@
 # The servers under test that run on loopback: scopedns (from the working tree, loading the
-# snapshot), dnsmasq (hosts file, --no-resolv), unbound (local-data, no recursion), NSD (a root
-# zone: the fast-authoritative reference) and aardvark-dns (its config directory). Each writes
-# its config from the same snapshot names, starts pinned to the server CPU, and is stopped by
-# the run's cleanup stack. Docker's embedded DNS lives in bench.suite.docker_peer.
+# snapshot; also with --cache-size 0), dnsmasq (hosts file, --no-resolv; cache 10,000 or 0),
+# unbound (local-data, no recursion), NSD (a root zone: the fast-authoritative reference) and
+# aardvark-dns (its config directory). Each writes its config from the same snapshot names,
+# starts pinned to the server CPU, and is stopped by the run's cleanup stack. Docker's embedded
+# DNS lives in bench.suite.docker_peer.
 from __future__ import annotations
 
 import os
@@ -29,6 +30,8 @@ from testkit.ports import free_port
 READY_SECONDS = 60.0  # a 10,000-container snapshot must load within this
 AARDVARK = "/usr/lib/podman/aardvark-dns"  # Debian installs it outside PATH
 SCOPEDNS = os.environ.get("SCOPEDNS_BENCH_SERVER", ".venv/bin/scopedns")
+# dnsmasq's largest cache, as scopedns's default --cache-size: every name of profile (d) fits.
+DNSMASQ_CACHE = 10_000
 
 
 @dataclass
@@ -63,16 +66,20 @@ def _launch(world: World, name: str, argv: list[str], port: int, cleanup: Cleanu
     return Running(loopback_target(port), lambda: process_tree(process.pid), loaded)
 
 
-def start_scopedns(world: World, cleanup: Cleanup) -> Running:
+def start_scopedns(world: World, cleanup: Cleanup, *extra: str) -> Running:
     port = free_port()
     upstream = ["--upstream", f"127.0.0.1:{world.upstream_port}"] if world.upstream_port \
         else ["--no-upstream"]
     argv = [*SCOPEDNS.split(), "serve", "--snapshot", str(world.snapshot),
-            "--listen", f"127.0.0.1:{port}", *upstream, "--log-level", "warning"]
-    return _launch(world, "scopedns", argv, port, cleanup)
+            "--listen", f"127.0.0.1:{port}", *upstream, "--log-level", "warning", *extra]
+    return _launch(world, "scopedns-nocache" if extra else "scopedns", argv, port, cleanup)
 
 
-def start_dnsmasq(world: World, cleanup: Cleanup) -> Running:
+def start_scopedns_cache_off(world: World, cleanup: Cleanup) -> Running:
+    return start_scopedns(world, cleanup, "--cache-size", "0")
+
+
+def start_dnsmasq(world: World, cleanup: Cleanup, cache_size: int = DNSMASQ_CACHE) -> Running:
     port = free_port()
     hosts = world.workdir / "dnsmasq.hosts"
     hosts.write_text(peerconf.dnsmasq_hosts(world.names))
@@ -80,10 +87,15 @@ def start_dnsmasq(world: World, cleanup: Cleanup) -> Running:
             f"--addn-hosts={hosts}", "--listen-address=127.0.0.1", "--bind-interfaces",
             f"--port={port}", "--pid-file=", "--log-facility=-",
             "--local=/#/",  # every other name is local: NODATA/NXDOMAIN, never REFUSED
-            "--dns-forward-max=1024"]  # as scopedns --max-forwards
+            "--dns-forward-max=1024",  # as scopedns --max-forwards
+            f"--cache-size={cache_size}"]
     if world.upstream_port:
         argv.append(f"--server=/invalid/127.0.0.1#{world.upstream_port}")
-    return _launch(world, "dnsmasq", argv, port, cleanup)
+    return _launch(world, "dnsmasq" if cache_size else "dnsmasq-nocache", argv, port, cleanup)
+
+
+def start_dnsmasq_cache_off(world: World, cleanup: Cleanup) -> Running:
+    return start_dnsmasq(world, cleanup, cache_size=0)
 
 
 def start_unbound(world: World, cleanup: Cleanup) -> Running:
@@ -127,8 +139,13 @@ STARTERS: dict[str, Callable[[World, Cleanup], Running]] = {
     "unbound": start_unbound,
     "nsd": start_nsd,
     "aardvark-dns": start_aardvark,
+    "scopedns-nocache": start_scopedns_cache_off,
+    "dnsmasq-nocache": start_dnsmasq_cache_off,
 }
-FORWARDERS = {"scopedns", "dnsmasq", "unbound"}  # the peers that can take profile (c)
+# The peers that can take the forwarded profiles (c) and (d); the caches-off variants only
+# take those, compared with each other (bench.suite.pairs).
+CACHE_OFF = {"scopedns-nocache", "dnsmasq-nocache"}
+FORWARDERS = {"scopedns", "dnsmasq", "unbound"} | CACHE_OFF
 
 
 def _first_line(argv: list[str], pattern: str = r".+") -> str:

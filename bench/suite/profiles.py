@@ -1,7 +1,8 @@
 # The query profiles, built from the snapshot's names so that every server is asked the same
 # questions: (a) local A hits without EDNS from the host; (b) a realistic mix with EDNS (A and
 # AAAA pairs where AAAA is NODATA, `name.network`, PTR, mixed case) sent from a container's
-# address and from the host at once; (c) names under `.invalid`, forwarded to the local fake.
+# address and from the host at once; (c) names under `.invalid`, forwarded to the local fake
+# with TTL 0 (nothing may cache them); (d) the same with TTL 300, so caches answer them.
 # A profile is a list of streams; each stream is one dnsperf process with its own source
 # address (a container's, or the host's), run in turn. Pure: returns dnsperf data-file lines.
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from bench.suite.names import Endpoint
 
 FORWARDED_NAMES = 2000  # distinct `.invalid` names, so no cache can answer them all
+CACHEABLE_TTL = 300  # profile (d): longer than any run, so every repeat may be a cache hit
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,15 @@ def forwarded(count: int = FORWARDED_NAMES) -> Profile:
                    streams=(Stream(None, lines),), forwarded=True)
 
 
+def cacheable(count: int = FORWARDED_NAMES, ttl: int = CACHEABLE_TTL) -> Profile:
+    """Forwarded names whose answers live `ttl` seconds (the fake reads the `ttlN` label):
+    after the first pass over the file a cache holding them all answers every query."""
+    lines = tuple(f"f{index}.ttl{ttl}.bench.invalid A" for index in range(count))
+    return Profile("d", f"forwarded *.invalid, TTL {ttl}: cacheable", edns=False,
+                   streams=(Stream(None, lines),), forwarded=True)
+
+
 def all_profiles(views: Sequence[tuple[Endpoint, Sequence[Endpoint]]]) -> dict[str, Profile]:
     """`views`: client containers with the names each one's view holds (at least one)."""
-    profiles = (local_hits(views[0][1]), realistic_mix(views), forwarded())
+    profiles = (local_hits(views[0][1]), realistic_mix(views), forwarded(), cacheable())
     return {p.key: p for p in profiles}

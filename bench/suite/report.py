@@ -1,6 +1,7 @@
 # The outputs of a run: bench/results/<date>.json, the PNG chart beside it, and the README's
-# "Benchmarks" section (a results table, the issue's targets checked against the measures, the
-# scale rows and the engine figures). Only the text between the bench markers is rewritten.
+# "Benchmarks" section (a results table, the same-run ratios of scopedns to each peer with their
+# spread, the issue's targets judged on those ratios, the scale rows and the engine figures).
+# Only the text between the bench markers is rewritten.
 # Redraw from a results file: python -m bench.suite.report bench/results/<date>.json
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.suite import pairs
 from bench.suite.chart import draw
 
 BEGIN = "<!-- bench:begin (written by make bench; do not edit by hand) -->"
 END = "<!-- bench:end -->"
 HEADING = "## Benchmarks"
-PROFILE_ORDER = ("a", "b", "c")
+PROFILE_ORDER = ("a", "b", "c", "d")
 
 
 def cell(measure: dict[str, float] | None, pattern: str = "{:,.0f}") -> str:
@@ -54,41 +56,53 @@ def results_table(document: dict[str, Any]) -> list[str]:
     return lines
 
 
-def median(document: dict[str, Any], peer: str, profile: str, measure: str) -> float | None:
-    found = document["results"].get(peer, {}).get(profile, {}).get(measure)
-    return found["median"] if found else None
+def ratio_cell(found: dict[str, Any] | None) -> str:
+    if not found:
+        return "-"
+    low, middle, high = (f"{found[k]:.2f}" for k in ("min", "median", "max"))
+    return middle if low == high else f"{middle} ({low}-{high})"
 
 
-def check(label: str, ours: float | None, theirs: float | None, factor: float,
-          at_least: bool, unit: str) -> list[str]:
-    """One target row: scopedns's median against the peer's median times `factor`."""
-    if ours is None or theirs is None:
-        return [f"| {label} | not measured | - |"]
-    bound = theirs * factor
-    met = ours >= bound if at_least else ours <= bound
-    sign = "≥" if at_least else "≤"
-    pattern = "{:,.1f}" if unit == "µs" and bound < 100 else "{:,.0f}"
-    return [f"| {label} | {pattern.format(ours)} {unit} {sign} {pattern.format(bound)} {unit} | "
-            f"{'met' if met else 'NOT met'} |"]
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def fmt_load(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def order_text(found: dict[str, Any] | None, ours: str, theirs: str) -> str:
+    """Who used less CPU per query, if every round says the same (bench.suite.pairs)."""
+    if not found:
+        return "-"
+    if found["order"] == "met":
+        return f"{ours} in every round"
+    if found["order"] == "NOT met":
+        return f"{theirs} in every round"
+    return f"inconclusive ({found['n']} rounds)" if found["n"] < pairs.MIN_PAIRS \
+        else "inconclusive (rounds disagree)"
+
+
+def pairs_table(document: dict[str, Any]) -> list[str]:
+    rows = ["| ours vs peer | profile | rounds | CPU/query ratio | saturation ratio | p99 ratio "
+            "| steal max | load max | less CPU/query |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in document.get("pairs") or pairs.pair_rows(document["results"]):
+        cpu = row["cpu_us_per_query"]
+        rows.append(
+            f"| {row['ours']} vs {row['theirs']} | ({row['profile']}) | {cpu['n'] if cpu else 0} "
+            f"| {ratio_cell(cpu)} | {ratio_cell(row['saturation_qps'])} "
+            f"| {ratio_cell(row['p99_us'])} | {percent(row['steal_max'])} "
+            f"| {fmt_load(row['load_max'])} "
+            f"| {order_text(cpu, row['ours'], row['theirs'])} |")
+    return rows
 
 
 def targets_table(document: dict[str, Any]) -> list[str]:
-    def of(peer: str, profile: str, measure: str) -> float | None:
-        return median(document, peer, profile, measure)
-
-    rows = ["| target | measured (scopedns vs bound) | result |", "|---|---|---|"]
-    rows += check("saturation (a) ≥ 1.6x Docker", of("scopedns", "a", "saturation_qps"),
-                  of("docker", "a", "saturation_qps"), 1.6, True, "qps")
-    for key in ("a", "b"):
-        rows += check(f"CPU/query at the fixed rate ({key}) ≤ dnsmasq",
-                      of("scopedns", key, "cpu_us_per_query"),
-                      of("dnsmasq", key, "cpu_us_per_query"), 1.0, False, "µs")
-        rows += check(f"p99 at the fixed rate ({key}) ≤ dnsmasq", of("scopedns", key, "p99_us"),
-                      of("dnsmasq", key, "p99_us"), 1.0, False, "µs")
-    rows += check("(b) saturation within 10 % of (a)", of("scopedns", "b", "saturation_qps"),
-                  of("scopedns", "a", "saturation_qps"), 0.9, True, "qps")
-    rows += check("(b) CPU/query within 10 % of (a)", of("scopedns", "b", "cpu_us_per_query"),
-                  of("scopedns", "a", "cpu_us_per_query"), 1.1, False, "µs")
+    rows = ["| target | same-run ratio, median (min-max) | rounds | result |", "|---|---|---|---|"]
+    for goal in document.get("goals") or pairs.goal_rows(document["results"]):
+        ratio = goal["ratio"]
+        rows.append(f"| {goal['label']} | {ratio_cell(ratio)} | {ratio['n'] if ratio else 0} "
+                    f"| {goal['verdict']} |")
     return rows
 
 
@@ -134,7 +148,12 @@ def section(document: dict[str, Any], chart: Path | None, readme: Path) -> str:
         f"{settings['rate']:,.0f} qps over {settings['fixed_seconds']:g} s. Server CPU "
         f"{settings['pinning']['server_cpu']}, dnsperf CPU {settings['pinning']['dnsperf_cpus']}. "
         "Profiles: " + "; ".join(f"({k}) {v}" for k, v in settings["profiles"].items()) + ".",
-        "", *results_table(document), "", "Targets:", "", *targets_table(document), "",
+        "", *results_table(document), "",
+        "Same-run ratios (ours/peer per interleaved round: median (min-max) over the rounds; "
+        "servers measured in turn, A B then B A, every round):", "", *pairs_table(document), "",
+        f"Targets: a ratio decides only when every round's ratio lies on the same side of "
+        f"the bound, in at least {pairs.MIN_PAIRS} rounds; otherwise the spread is too wide "
+        "and the result is inconclusive.", "", *targets_table(document), "",
         "Scale (scopedns alone, profile (a)):", "", *scale_table(document), "",
         "Engine figures (`python -m bench.engine_latency`):", "",
         *engine_table(document.get("engine_latency") or {}), "", "Notes:", "",

@@ -1,5 +1,6 @@
 # `make bench` (python -m bench.suite.run): one run that measures scopedns and its peers on the
-# same snapshot names and query files, the scale rows, and the engine figures; writes
+# same snapshot names and query files, interleaved in rounds (bench.suite.rounds) and compared
+# round by round (bench.suite.pairs), the scale rows, and the engine figures; writes
 # bench/results/<date>.json, a PNG chart and the README's Benchmarks section. Shows progress
 # as it goes; everything it starts or creates is removed at the end, on Ctrl-C and on error.
 from __future__ import annotations
@@ -9,16 +10,14 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench.suite import docker_peer, peers, profiles
+from bench.suite import pairs, peers, profiles
 from bench.suite.dnsperf import (
     FIXED_OUTSTANDING,
     QUERY_TIMEOUT,
@@ -26,7 +25,7 @@ from bench.suite.dnsperf import (
     SATURATION_OUTSTANDING,
 )
 from bench.suite.facts import engine_figures, machine_facts, synthesize
-from bench.suite.measure import Progress, Settings, measure
+from bench.suite.measure import Progress, Settings
 from bench.suite.names import Endpoint, client, endpoints, neighbours
 from bench.suite.procs import (
     Cleanup,
@@ -37,11 +36,13 @@ from bench.suite.procs import (
     wait_answering,
 )
 from bench.suite.report import publish
+from bench.suite.rounds import applies, run_rounds
 from bench.suite.scale import scale_rows
 from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_PEERS = ("scopedns", "docker", "dnsmasq", "unbound", "aardvark-dns", "nsd")
+ALL_PEERS = ("scopedns", "docker", "dnsmasq", "unbound", "aardvark-dns", "nsd",
+             "scopedns-nocache", "dnsmasq-nocache")
 MAIN_SNAPSHOT = (50, 1)  # containers, networks of the snapshot every peer serves
 DNSPERF_SATURATION = (f"-c {SATURATION_CLIENTS} -q {SATURATION_OUTSTANDING} -t {QUERY_TIMEOUT}, "
                       "then -Q 90 % of what was answered while the loss is above 0.1 %")
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the fixed rate in qps (BENCH_RATE, default 20000)")
     add("--peers", default=env_default("BENCH_PEERS", ",".join(ALL_PEERS)),
         help="comma-separated subset of " + ",".join(ALL_PEERS))
-    add("--profiles", default=env_default("BENCH_PROFILES", "a,b,c"))
+    add("--profiles", default=env_default("BENCH_PROFILES", "a,b,c,d"))
     add("--scale", default=env_default("BENCH_SCALE", "50x1,10000x1000"),
         help="scale rows CONTAINERSxNETWORKS, comma-separated; 'none' to skip")
     add("--engine", default=env_default("BENCH_ENGINE", "yes"),
@@ -89,45 +90,9 @@ def start_upstream(workdir: Path, cleanup: Cleanup) -> int:
     return port
 
 
-def run_peer(name: str, world: peers.World, chosen: list[profiles.Profile], settings: Settings,
-             client_pin: Callable[[list[str]], list[str]], progress: Progress,
-             cleanup: Cleanup) -> dict[str, Any]:
-    """Start one peer, measure every profile it can serve, stop it."""
-    own = Cleanup()
-    cleanup.push(f"stop {name}", own.run)
-    progress.say(f"starting {name}")
-    try:
-        if name == "docker":
-            docker_peer.hold_lock(own)
-            version = docker_peer.ensure_engine()
-            upstream = [sys.executable, "-m", "bench.suite.fake_upstream"]
-            running = docker_peer.start_docker(world.names, str(os.getpid()), upstream,
-                                               world.workdir, own)
-            running.notes.append("dockerd's CPU time counts all its work during the run")
-        else:
-            running = peers.STARTERS[name](world, own)
-        result: dict[str, Any] = {"load_seconds": running.load_seconds, "notes": running.notes}
-        if name == "docker":
-            result["version"] = version
-        for profile in chosen:
-            if profile.forwarded and name not in peers.FORWARDERS | {"docker"}:
-                continue
-            result[profile.key] = measure(profile, running, settings, client_pin, world.workdir,
-                                          progress, name)
-        return result
-    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as error:
-        progress.say(f"{name}: skipped: {error}")
-        return {"error": str(error)}
-    finally:
-        own.run()
-
-
 def count_steps(names: list[str], chosen: list[profiles.Profile], settings: Settings,
                 scale: list[tuple[int, int]]) -> int:
-    steps = 0
-    for name in names:
-        steps += sum(1 for p in chosen
-                     if not p.forwarded or name in peers.FORWARDERS | {"docker"})
+    steps = sum(1 for name in names for p in chosen if applies(name, p))
     return (steps + len(scale)) * settings.runs
 
 
@@ -159,8 +124,7 @@ def run_all(args: argparse.Namespace, workdir: Path, cleanup: Cleanup) -> dict[s
     def client_pin(argv: list[str]) -> list[str]:
         return pinned(argv, client_cpus)
 
-    results = {name: run_peer(name, world, chosen, settings, client_pin, progress, cleanup)
-               for name in names}
+    results = run_rounds(names, world, chosen, settings, client_pin, progress, cleanup)
     return {
         "settings": {"seconds": settings.seconds, "fixed_seconds": settings.fixed_seconds,
                      "runs": settings.runs, "rate": settings.rate, "peers": names,
@@ -171,6 +135,8 @@ def run_all(args: argparse.Namespace, workdir: Path, cleanup: Cleanup) -> dict[s
                      "pinning": {"server_cpu": server_cpu, "dnsperf_cpus": client_cpus},
                      "dnsperf": {"saturation": DNSPERF_SATURATION, "fixed": DNSPERF_FIXED}},
         "results": results,
+        "pairs": pairs.pair_rows(results),
+        "goals": pairs.goal_rows(results),
         "scale": scale_rows(scale, workdir, settings, server_cpu, client_pin, progress, cleanup),
         "engine_latency": engine_figures(args.engine, progress),
     }

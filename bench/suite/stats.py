@@ -118,3 +118,33 @@ def spread(values: Sequence[float]) -> Spread | None:
     if not values:
         return None
     return Spread(statistics.median(values), min(values), max(values))
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """The machine's CPU time so far (all CPUs, clock ticks) and its part stolen by the
+    hypervisor, from the first line of /proc/stat."""
+
+    total: int
+    steal: int
+
+
+def cpu_times(proc_stat: str) -> CpuTimes:
+    """`cpu  user nice system idle iowait irq softirq steal guest guest_nice`: guest time is
+    already counted in user and nice, so the total is the first eight fields."""
+    fields = proc_stat.splitlines()[0].split()
+    if fields[0] != "cpu":
+        raise ValueError("not /proc/stat: no 'cpu' line first")
+    numbers = [int(value) for value in fields[1:9]]
+    return CpuTimes(total=sum(numbers), steal=numbers[7] if len(numbers) > 7 else 0)
+
+
+def steal_share(before: CpuTimes, after: CpuTimes) -> float:
+    """Fraction of the machine's CPU time stolen between two readings (0.0 if none passed)."""
+    elapsed = after.total - before.total
+    return (after.steal - before.steal) / elapsed if elapsed > 0 else 0.0
+
+
+def load_average(proc_loadavg: str) -> float:
+    """The 1-minute load average from /proc/loadavg."""
+    return float(proc_loadavg.split()[0])
