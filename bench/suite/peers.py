@@ -66,17 +66,28 @@ def _launch(world: World, name: str, argv: list[str], port: int, cleanup: Cleanu
     return Running(loopback_target(port), lambda: process_tree(process.pid), loaded)
 
 
-def start_scopedns(world: World, cleanup: Cleanup, *extra: str) -> Running:
+def start_scopedns(world: World, cleanup: Cleanup, *extra: str, command: str = SCOPEDNS,
+                   label: str = "") -> Running:
     port = free_port()
     upstream = ["--upstream", f"127.0.0.1:{world.upstream_port}"] if world.upstream_port \
         else ["--no-upstream"]
-    argv = [*SCOPEDNS.split(), "serve", "--snapshot", str(world.snapshot),
+    argv = [*command.split(), "serve", "--snapshot", str(world.snapshot),
             "--listen", f"127.0.0.1:{port}", *upstream, "--log-level", "warning", *extra]
-    return _launch(world, "scopedns-nocache" if extra else "scopedns", argv, port, cleanup)
+    label = label or ("scopedns-nocache" if extra else "scopedns")
+    return _launch(world, label, argv, port, cleanup)
 
 
 def start_scopedns_cache_off(world: World, cleanup: Cleanup) -> Running:
     return start_scopedns(world, cleanup, "--cache-size", "0")
+
+
+def start_scopedns_baseline(world: World, cleanup: Cleanup) -> Running:
+    """Another build of scopedns (BENCH_BASELINE: a command, e.g. main's code), so a change is
+    measured against what it replaces in the same interleaved rounds."""
+    command = os.environ.get("BENCH_BASELINE", "")
+    if not command:
+        raise ValueError("BENCH_BASELINE (the baseline server command) is not set")
+    return start_scopedns(world, cleanup, command=command, label="scopedns-baseline")
 
 
 def start_dnsmasq(world: World, cleanup: Cleanup, cache_size: int = DNSMASQ_CACHE) -> Running:
@@ -141,11 +152,12 @@ STARTERS: dict[str, Callable[[World, Cleanup], Running]] = {
     "aardvark-dns": start_aardvark,
     "scopedns-nocache": start_scopedns_cache_off,
     "dnsmasq-nocache": start_dnsmasq_cache_off,
+    "scopedns-baseline": start_scopedns_baseline,
 }
 # The peers that can take the forwarded profiles (c) and (d); the caches-off variants only
 # take those, compared with each other (bench.suite.pairs).
 CACHE_OFF = {"scopedns-nocache", "dnsmasq-nocache"}
-FORWARDERS = {"scopedns", "dnsmasq", "unbound"} | CACHE_OFF
+FORWARDERS = {"scopedns", "dnsmasq", "unbound", "scopedns-baseline"} | CACHE_OFF
 
 
 def _first_line(argv: list[str], pattern: str = r".+") -> str:

@@ -42,7 +42,7 @@ from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_PEERS = ("scopedns", "docker", "dnsmasq", "unbound", "aardvark-dns", "nsd",
-             "scopedns-nocache", "dnsmasq-nocache")
+             "scopedns-nocache", "dnsmasq-nocache", "scopedns-baseline")
 MAIN_SNAPSHOT = (50, 1)  # containers, networks of the snapshot every peer serves
 DNSPERF_SATURATION = (f"-c {SATURATION_CLIENTS} -q {SATURATION_OUTSTANDING} -t {QUERY_TIMEOUT}, "
                       "then -Q 90 % of what was answered while the loss is above 0.1 %")
@@ -65,8 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="runs per measure (BENCH_RUNS, default 3)")
     add("--rate", type=float, default=float(env_default("BENCH_RATE", "20000")),
         help="the fixed rate in qps (BENCH_RATE, default 20000)")
-    add("--peers", default=env_default("BENCH_PEERS", ",".join(ALL_PEERS)),
-        help="comma-separated subset of " + ",".join(ALL_PEERS))
+    add("--peers", default=env_default("BENCH_PEERS", ",".join(ALL_PEERS[:-1])),
+        help="comma-separated subset of " + ",".join(ALL_PEERS)
+        + " (scopedns-baseline: the server command in BENCH_BASELINE, compared with scopedns)")
     add("--profiles", default=env_default("BENCH_PROFILES", "a,b,c,d"))
     add("--scale", default=env_default("BENCH_SCALE", "50x1,10000x1000"),
         help="scale rows CONTAINERSxNETWORKS, comma-separated; 'none' to skip")
