@@ -23,8 +23,9 @@ import dns.rcode
 
 from bench.suite.facts import synthesize
 from bench.suite.names import endpoints
-from bench.suite.procs import Cleanup, free_port, start, wait_answering
+from bench.suite.procs import Cleanup, start, wait_answering
 from bench.suite.stats import percentile
+from testkit.ports import free_port
 
 FIRST_FEW = 5  # queries that may pay a timeout before the upstream is known to be down
 

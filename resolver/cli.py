@@ -21,6 +21,7 @@ import dns.resolver
 
 from resolver.answer import AliasOrder
 from resolver.config import (
+    DEFAULT_CACHE_SIZE,
     DEFAULT_HOST_VIEW_FROM,
     DEFAULT_LISTEN,
     DEFAULT_MAX_FORWARDS,
@@ -176,6 +177,8 @@ SERVE_FLAGS = (
          "queries per second per source before REFUSED (default 0: off)", metavar="QPS"),
     Flag("rate-limit-burst", _number(float, 0), 0.0, "queries a source may send at once "
          "before the limit applies (default: QPS)", metavar="N"),
+    Flag("cache-size", _number(int, 0), DEFAULT_CACHE_SIZE, "upstream answers kept for their "
+         "TTLs (default %(default)s; 0: no cache; docs/forwarding-cache.md)", metavar="N"),
     Flag("log-level", _one_of(LOG_LEVELS), "info", f"{', '.join(LOG_LEVELS)} (default info)"),
     Flag("attach", _one_of(("all", "labeled")), None, "in a container: join every user-defined "
          "network, or those labelled scopedns.attach=true, also ones created later "

@@ -32,6 +32,8 @@ DEFAULT_TCP_MAX_CONNECTIONS = 1024
 DEFAULT_TCP_MAX_PER_SOURCE = 64
 # Queries per second per source before REFUSED (docs/failures.md); 0: no limit, as Docker.
 DEFAULT_RATE_LIMIT = 0.0
+# Upstream answers kept (resolver/cache.py): at a few hundred bytes each, ~5 MB; 0: no cache.
+DEFAULT_CACHE_SIZE = 10_000
 
 IPNetworkOption = IPv4Network | IPv6Network
 
@@ -69,6 +71,7 @@ class Config:
     takeover: bool = False
     no_upstream: bool = False
     takeover_only: str | None = None  # LABEL[=VALUE]: only containers carrying it
+    cache_size: int = DEFAULT_CACHE_SIZE  # upstream answers kept; 0: none
 
     @property
     def engine_description(self) -> str:

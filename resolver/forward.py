@@ -2,8 +2,9 @@
 # and source port per try, replies checked against source, ID and question (anything else is
 # dropped as spoofing), failover on SERVFAIL, REFUSED, timeout or a dead port within a total
 # budget, a cap on forwards in flight, and UDP replies cut to the client's size (whole
-# answer records that fit, TC set: RFC 1035 §4.2.1, RFC 6891 §7). The only module that opens
-# client sockets.
+# answer records that fit, TC set: RFC 1035 §4.2.1, RFC 6891 §7). Upstreams that keep failing
+# are tried last and probed beside real queries (resolver/health.py); answers go to the cache
+# (resolver/cache.py, docs/forwarding-cache.md). The only module that opens client sockets.
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,8 @@ from typing import NamedTuple
 
 from dns.rcode import REFUSED, SERVFAIL
 
+from resolver.cache import AnswerCache, skip_name
+from resolver.health import UpstreamHealth
 from resolver.wire import HEADER, QR, TC, Query, opt_record
 
 log = logging.getLogger(__name__)
@@ -60,18 +63,52 @@ class Forwarder:
     def __init__(self, upstreams: Sequence[Upstream], timeout: float, budget: float,
                  max_in_flight: int, *, open_socket: SocketOpener = plain_socket,
                  total: InFlight | None = None,
-                 tcp_upstreams: Sequence[Upstream] | None = None) -> None:
+                 tcp_upstreams: Sequence[Upstream] | None = None,
+                 cache: AnswerCache | None = None,
+                 health: UpstreamHealth | None = None) -> None:
         """`max_in_flight` caps this forwarder; `total`, when given, is a cap shared with
-        others (takeover: a quarter of --max-forwards per container, under the whole)."""
+        others (takeover: a quarter of --max-forwards per container, under the whole).
+        `tcp_upstreams` pair with `upstreams` index by index (the same server's TCP port)."""
         self.upstreams = tuple(upstreams)
-        self._timeout = timeout
-        self._budget = budget
+        self.timeout = timeout
+        self.budget = budget
         self._max_in_flight = max_in_flight
         self._open_socket = open_socket
         self._total = total
         # Where TCP queries go when not to `upstreams` (Docker's resolver: one port per transport).
         self.tcp_upstreams = tuple(tcp_upstreams) if tcp_upstreams else None
         self.in_flight = 0
+        self._cache = cache
+        self.health = health or UpstreamHealth([str(u) for u in self.upstreams])
+        self._probes: set[asyncio.Task[None]] = set()
+        self._pending: set[UdpForward] = set()
+
+    @property
+    def plain_sockets(self) -> bool:
+        """Sockets opened here (not in another namespace): UDP may use forward_udp."""
+        return self._open_socket is plain_socket
+
+    def forward_udp(self, query: Query, data: bytes,
+                    deliver: Callable[[bytes | None], None]) -> None:
+        """Forward over UDP with callbacks, no task per query (plain sockets only): `deliver`
+        is called once with the reply for the client, or None when every try failed."""
+        total = self._total
+        if self.in_flight >= self._max_in_flight or (total is not None
+                                                     and total.count >= total.limit):
+            raise ForwardRefused
+        self.in_flight += 1
+        if total is not None:
+            total.count += 1
+        exchange = UdpForward(self, query, data, deliver)
+        self._pending.add(exchange)
+        exchange.start()
+
+    def finished(self, exchange: UdpForward) -> None:
+        if exchange in self._pending:
+            self._pending.discard(exchange)
+            self.in_flight -= 1
+            if self._total is not None:
+                self._total.count -= 1
 
     async def forward(self, query: Query, data: bytes, tcp: bool) -> bytes | None:
         """The upstream's reply with the client's ID restored, or None if every try failed."""
@@ -89,23 +126,70 @@ class Forwarder:
             if total is not None:
                 total.count -= 1
 
+    def close(self) -> None:
+        """Cancel the probes and the UDP forwards in flight (the server is closing)."""
+        for probe in self._probes:
+            probe.cancel()
+        for exchange in list(self._pending):
+            exchange.cancel()
+
     async def _try_each(self, query: Query, data: bytes, tcp: bool) -> bytes | None:
-        deadline = time.monotonic() + self._budget
+        deadline = time.monotonic() + self.budget
         upstreams = self.tcp_upstreams if tcp and self.tcp_upstreams else self.upstreams
-        for upstream in upstreams:
+        for index in self.plan(query, data, tcp):
+            if index >= len(upstreams):
+                continue
+            upstream = upstreams[index]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            reply = await self._try_one(upstream, query, data, tcp, min(self._timeout, remaining))
+            reply = await self._try_one(upstream, query, data, tcp, min(self.timeout, remaining))
             if reply is None:
+                self.health.failed(index)
                 continue
-            rcode = reply[3] & 0x0F
-            if rcode in _TRY_NEXT:
-                log.info("upstream %s answered rcode %d for %s", upstream, rcode, query.qname)
-                continue
-            relayed = data[:2] + reply[2:]
-            return relayed if tcp else fit_udp(relayed, query)
+            relayed = self.relayed(index, query, data, reply, tcp)
+            if relayed is not None:
+                return relayed
         return None
+
+    def relayed(self, index: int, query: Query, data: bytes, reply: bytes,
+                tcp: bool) -> bytes | None:
+        """What the client gets for upstream `index`'s matching reply, or None to try the
+        next upstream (SERVFAIL, REFUSED). Answers go to the cache first."""
+        self.health.succeeded(index)
+        rcode = reply[3] & 0x0F
+        if rcode in _TRY_NEXT:
+            log.info("upstream %s answered rcode %d for %s", self.upstreams[index], rcode,
+                     query.qname)
+            return None
+        if self._cache is not None:
+            self._cache.store(query, reply)
+        relayed = data[:2] + reply[2:]
+        return relayed if tcp else fit_udp(relayed, query)
+
+    def plan(self, query: Query, data: bytes, tcp: bool) -> list[int]:
+        """The upstreams to try in order; starts a probe of a down one if one is due."""
+        order, probe = self.health.plan()
+        if probe is not None:
+            self._start_probe(probe, query, data, tcp)
+        return order
+
+    def _start_probe(self, index: int, query: Query, data: bytes, tcp: bool) -> None:
+        """Ask a down upstream the same question under its own ID and port, beside the
+        query: its reply only tells whether the upstream is back."""
+        async def probe() -> None:
+            upstreams = self.tcp_upstreams if tcp and self.tcp_upstreams else self.upstreams
+            if index >= len(upstreams):
+                return
+            reply = await self._try_one(upstreams[index], query, data, tcp, self.timeout)
+            if reply is None:
+                self.health.failed(index)
+            else:
+                self.health.succeeded(index)
+
+        task = asyncio.get_running_loop().create_task(probe())
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
 
     async def _try_one(self, upstream: Upstream, query: Query, data: bytes, tcp: bool,
                        timeout: float) -> bytes | None:
@@ -121,6 +205,137 @@ class Forwarder:
             log.info("upstream %s failed for %s: %s", upstream, query.qname,
                      type(error).__name__ if isinstance(error, TimeoutError) else error)
             return None
+
+
+class UdpForward:
+    """One query forwarded over UDP as callbacks on the loop (a reader and a timer per try,
+    no task, no future): the same tries, checks and budget as Forwarder._try_each."""
+
+    __slots__ = ("_deadline", "_deliver", "_forwarder", "_index", "_loop", "_order", "_sock",
+                 "_timer", "_upstream_id", "data", "query")
+
+    def __init__(self, forwarder: Forwarder, query: Query, data: bytes,
+                 deliver: Callable[[bytes | None], None]) -> None:
+        self._forwarder = forwarder
+        self.query, self.data = query, data
+        self._deliver = deliver
+        self._loop = asyncio.get_running_loop()
+        self._deadline = time.monotonic() + forwarder.budget
+        self._order: list[int] = []
+        self._index = -1
+        self._sock: socket.socket | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._upstream_id = 0
+
+    def start(self) -> None:
+        self._guarded(self._begin)
+
+    def _begin(self) -> None:
+        self._order = self._forwarder.plan(self.query, self.data, False)
+        self._order.reverse()  # popped from the end
+        self._try_next()
+
+    def _try_next(self) -> None:
+        while self._order:
+            self._index = self._order.pop()
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if self._send(min(self._forwarder.timeout, remaining)):
+                return
+        self._finish(None)
+
+    def _send(self, timeout: float) -> bool:
+        upstream = self._forwarder.upstreams[self._index]
+        self._upstream_id = secrets.randbelow(65536)
+        family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect((upstream.host, upstream.port))
+            sock.send(struct.pack("!H", self._upstream_id) + self.data[2:])
+        except OSError as error:
+            sock.close()
+            self._log_failure(error)
+            return False
+        self._sock = sock
+        self._loop.add_reader(sock.fileno(), self._readable)
+        self._timer = self._loop.call_later(timeout, self._timed_out)
+        return True
+
+    def _readable(self) -> None:
+        self._guarded(self._read)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._guarded(self._after_timeout)
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        """Never silence: an unexpected error ends the forward with SERVFAIL and a log line."""
+        try:
+            action()
+        except Exception:
+            log.exception("forwarding %s failed unexpectedly", self.query.qname)
+            self._order.clear()
+            self._end_try()
+            self._finish(None)
+
+    def _read(self) -> None:
+        sock = self._sock
+        while sock is not None:
+            try:
+                reply = sock.recv(65535)
+            except BlockingIOError:
+                return
+            except OSError as error:  # ICMP port unreachable: nothing listens there
+                self._end_try()
+                self._log_failure(error)
+                self._try_next()
+                return
+            if matches(reply, self.query, self._upstream_id):
+                self._end_try()
+                relayed = self._forwarder.relayed(self._index, self.query, self.data, reply,
+                                                  False)
+                if relayed is None:
+                    self._try_next()
+                else:
+                    self._finish(relayed)
+                return
+
+    def _after_timeout(self) -> None:
+        self._end_try()
+        self._log_failure(TimeoutError())
+        self._try_next()
+
+    def _log_failure(self, error: Exception) -> None:
+        self._forwarder.health.failed(self._index)
+        log.info("upstream %s failed for %s: %s", self._forwarder.upstreams[self._index],
+                 self.query.qname,
+                 type(error).__name__ if isinstance(error, TimeoutError) else error)
+
+    def _end_try(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def _finish(self, reply: bytes | None) -> None:
+        deliver, self._deliver = self._deliver, _delivered
+        self._forwarder.finished(self)
+        deliver(reply)
+
+    def cancel(self) -> None:
+        """Stop without replying (the server is closing)."""
+        self._order.clear()
+        self._end_try()
+        self._forwarder.finished(self)
+
+
+def _delivered(reply: bytes | None) -> None:
+    """A forward answers its client once; anything after that goes nowhere."""
 
 
 def matches(reply: bytes, query: Query, upstream_id: int) -> bool:
@@ -168,19 +383,10 @@ def _answers_that_fit(reply: bytes, offset: int, limit: int) -> list[bytes]:
 
 def _record_end(reply: bytes, offset: int) -> int | None:
     """Offset just past the resource record at `offset`, or None if it runs off the end."""
-    while offset < len(reply):
-        length = reply[offset]
-        if length & 0xC0:
-            offset += 2
-            break
-        offset += length + 1
-        if length == 0:
-            break
-    else:
+    name_end = skip_name(reply, offset)
+    if name_end is None or name_end + 10 > len(reply):
         return None
-    if offset + 10 > len(reply):
-        return None
-    end = offset + 10 + int.from_bytes(reply[offset + 8 : offset + 10], "big")
+    end = name_end + 10 + int.from_bytes(reply[name_end + 8 : name_end + 10], "big")
     return end if end <= len(reply) else None
 
 

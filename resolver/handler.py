@@ -6,7 +6,8 @@
 # - replies (UDP): a local reply depends only on the view and the query's bytes after its ID
 #   (flags, the question in the client's case, EDNS), so it is kept under exactly that key and
 #   a repeated query costs two dict lookups and a concatenation. Shuffled answers are not kept.
-# Still sans-IO.
+# A name that is not local is looked up in the cache of upstream answers (resolver/cache.py)
+# before it is handed to the forwarder. Still sans-IO.
 from __future__ import annotations
 
 import logging
@@ -17,6 +18,7 @@ from typing import NamedTuple
 from dns.rcode import BADVERS, SERVFAIL
 
 from resolver.answer import FORWARD, LocalAnswer, Policy, decide
+from resolver.cache import AnswerCache
 from resolver.ratelimit import RateLimiter, limited_reply
 from resolver.slowpath import (
     ParsedSlow,
@@ -70,14 +72,19 @@ class Handler:
     """Turns one query into one outcome for a client at a source address."""
 
     def __init__(self, table: NameTable, policy: Policy,
-                 limiter: RateLimiter | None = None) -> None:
+                 limiter: RateLimiter | None = None,
+                 upstream_cache: AnswerCache | None = None) -> None:
         self._table = table
         self._policy = policy
         self._limiter = limiter  # --rate-limit; None (off) costs one attribute test
+        self._upstream_cache = upstream_cache  # --cache-size; None when 0 or no upstream
         self._views: dict[str, View | None] = {}
         self._answers: dict[tuple[str, str, int], Prepared | None] = {}
         # (view key, query bytes after the ID) -> reply bytes after the ID, UDP only.
         self._replies: dict[tuple[str, bytes], bytes] = {}
+        # (view key, query bytes after the ID) -> the parsed query, for forwarded UDP queries
+        # the upstream cache answered once: a repeat skips the parse and the local lookup.
+        self._forwarded: dict[tuple[str, bytes], Query] = {}
         table.on_change(self._forget)
 
     def handle(self, data: bytes, source: str, tcp: bool) -> Outcome:
@@ -90,9 +97,15 @@ class Handler:
             if not tcp:
                 view = self._views.get(source)
                 if view is not None:
-                    kept = self._replies.get((view.key, data[2:]))
+                    key = (view.key, data[2:])
+                    kept = self._replies.get(key)
                     if kept is not None:
                         return data[:2] + kept
+                    seen = self._forwarded.get(key)
+                    if seen is not None and self._upstream_cache is not None:
+                        cached = self._upstream_cache.lookup(seen, seen.max_udp_size())
+                        if cached is not None:
+                            return data[:2] + cached
             return self._handle(data, source, tcp)
         except Exception:
             log.exception("internal error answering a %d-byte query from %s", len(data), source)
@@ -116,11 +129,27 @@ class Handler:
             return render(query, BADVERS, (), query.max_size(tcp))
         prepared = self._prepare(source, query.qname, query.qtype)
         if prepared is None:
-            return Forward(query, data)
+            return self._cached_or_forward(query, data, source, tcp)
         reply = _render(parsed, data, prepared, tcp)
         if reply is not None and not tcp:
             self._keep(source, data, reply, prepared.answer)
         return reply
+
+    def _cached_or_forward(self, query: Query, data: bytes, source: str, tcp: bool) -> Outcome:
+        """The upstream cache's reply (remembered for the same bytes from the same view, UDP
+        only), else a request to forward."""
+        if self._upstream_cache is None:
+            return Forward(query, data)
+        cached = self._upstream_cache.lookup(query, query.max_size(tcp))
+        if cached is None:
+            return Forward(query, data)
+        view = self._views.get(source)
+        if not tcp and view is not None and len(data) <= MAX_KEPT_QUERY \
+                and self._table.synced:
+            if len(self._forwarded) >= MAX_CACHED_REPLIES:
+                self._forwarded.clear()
+            self._forwarded[(view.key, data[2:])] = query
+        return data[:2] + cached
 
     def _keep(self, source: str, data: bytes, reply: bytes, answer: LocalAnswer) -> None:
         """Remember a local UDP reply for the next query with the same bytes after its ID
@@ -172,6 +201,7 @@ class Handler:
         self._views.clear()
         self._answers.clear()
         self._replies.clear()
+        self._forwarded.clear()
 
 
 def _render(parsed: Query | ParsedSlow, data: bytes, prepared: Prepared,

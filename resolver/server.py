@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from resolver.answer import AliasOrder, Policy
+from resolver.cache import AnswerCache
 from resolver.config import Config
 from resolver.forward import Forwarder, Upstream
 from resolver.handler import Handler
@@ -79,12 +80,13 @@ class Server:
         limiter = None
         if config.rate_limit > 0:
             limiter = RateLimiter(config.rate_limit, config.rate_limit_burst, clock=time.monotonic)
-        self.handler = Handler(self.table, policy, limiter)
+        cache = AnswerCache(config.cache_size) if config.upstreams and config.cache_size else None
+        self.handler = Handler(self.table, policy, limiter, cache)
         forwarder = None
         if config.upstreams:
             forwarder = Forwarder([Upstream(*u) for u in config.upstreams],
                                   config.upstream_timeout,
-                                  config.upstream_budget, config.max_forwards)
+                                  config.upstream_budget, config.max_forwards, cache=cache)
         self.resolution = Resolution(self.handler, forwarder)
         self.tcp_clients = TcpClients(config.tcp_max_connections, config.tcp_max_per_source)
         self._closers: list[Callable[[], Any]] = []
@@ -151,6 +153,8 @@ class Server:
         self._closers.clear()
         for connection in self.tcp_clients:
             connection.close()
+        if self.resolution.forwarder is not None:
+            self.resolution.forwarder.close()
         for task in list(self.resolution.tasks):
             task.cancel()
         if self.resolution.tasks:

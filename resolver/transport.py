@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dns.rcode import REFUSED, SERVFAIL
@@ -72,6 +73,30 @@ class Resolution:
         if reply is None:
             return self.handler.error_reply(query, SERVFAIL, tcp)
         return reply
+
+    def forward_udp(self, request: Forward, send: Callable[[bytes], None]) -> None:
+        """Forward a UDP query without a task (Forwarder.forward_udp); `send` gets the
+        client's reply: the upstream's, SERVFAIL when all failed, REFUSED past the cap."""
+        query = request.query
+        if self.forwarder is None:
+            send(self.handler.error_reply(query, SERVFAIL, False))
+            return
+        if not self.forwarder.plain_sockets:  # sockets opened elsewhere (takeover): a task
+            self.spawn(asyncio.get_running_loop().create_task(self._forward_to(request, send)))
+            return
+
+        def deliver(reply: bytes | None) -> None:
+            send(reply if reply is not None else self.handler.error_reply(query, SERVFAIL, False))
+
+        try:
+            self.forwarder.forward_udp(query, request.data, deliver)
+        except ForwardRefused:
+            self._over_cap.warning("more than %d forwards in flight: REFUSED %s",
+                                   self.forwarder.in_flight, query.qname)
+            send(self.handler.error_reply(query, REFUSED, False))
+
+    async def _forward_to(self, request: Forward, send: Callable[[bytes], None]) -> None:
+        send(await self.forward(request, tcp=False))
 
     def spawn(self, task: asyncio.Task[Any]) -> None:
         # Keep a hard reference so the task is not garbage-collected mid-flight.

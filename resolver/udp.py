@@ -1,4 +1,5 @@
-# The asyncio UDP shell around the handler: datagrams in, replies out, forwards as tasks.
+# The asyncio UDP shell around the handler: datagrams in, replies out, forwards as callbacks
+# (Forwarder.forward_udp: no task per forwarded query).
 # It moves bytes and nothing else (uvicorn's protocols over h11); it never raises into the loop.
 #
 # Per datagram: one handler call and one sendto, nothing allocated here. Reading the socket
@@ -37,13 +38,15 @@ class UdpListener(asyncio.DatagramProtocol):
         if isinstance(outcome, bytes):
             self._sendto(outcome, addr)
         elif outcome is not None:
-            task = asyncio.get_running_loop().create_task(self._forward(outcome, addr))
-            self._resolution.spawn(task)
+            self._resolution.forward_udp(outcome, lambda reply: self._reply(reply, addr))
 
-    async def _forward(self, request: Forward, addr: tuple[Any, ...]) -> None:
-        reply = await self._resolution.forward(request, tcp=False)
+    def _reply(self, reply: bytes, addr: tuple[Any, ...]) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(reply, addr)
+
+    async def _forward(self, request: Forward, addr: tuple[Any, ...]) -> None:
+        """The task path, for listeners that forward through sockets opened elsewhere."""
+        self._reply(await self._resolution.forward(request, tcp=False), addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)

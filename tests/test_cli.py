@@ -89,7 +89,7 @@ BAD_VALUES = [
     ("ttl", "-5", "at least 0"), ("alias-order", "random", "first, ordered, shuffle"),
     ("domain", "a..b", "not a domain name"), ("host-view-from", "10.0.0.0/33", "CIDR"),
     ("rate-limit", "-1", "at least 0"), ("rate-limit-burst", "many", "not a number"),
-    ("log-level", "verbose", "debug, info, warning, error"),
+    ("log-level", "verbose", "debug, info, warning, error"), ("cache-size", "-1", "at least 0"),
     ("attach", "some", "all, labeled"),
     ("takeover-only", "=a", "label selector"),
 ]
