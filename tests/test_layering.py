@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ["model", "table", "views", "answer", "wire", "slowpath", "framing", "handler",
-        "ratelimit", "config"]
+        "ratelimit", "config", "cache", "health"]
 IO_MODULES = {"asyncio", "socket", "aiodocker", "aiohttp", "uvloop", "selectors", "watchers"}
 # What importing a core module may never load, whatever it imports (dnspython itself loads
 # socket, so that one is only checked in our own source, above).
