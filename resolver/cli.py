@@ -178,7 +178,7 @@ SERVE_FLAGS = (
     Flag("rate-limit-burst", _number(float, 0), 0.0, "queries a source may send at once "
          "before the limit applies (default: QPS)", metavar="N"),
     Flag("cache-size", _number(int, 0), DEFAULT_CACHE_SIZE, "upstream answers kept for their "
-         "TTLs (default %(default)s; 0: no cache; docs/forwarding-cache.md)", metavar="N"),
+         f"TTLs (default {DEFAULT_CACHE_SIZE}; 0: no cache)", metavar="N"),
     Flag("log-level", _one_of(LOG_LEVELS), "info", f"{', '.join(LOG_LEVELS)} (default info)"),
     Flag("attach", _one_of(("all", "labeled")), None, "in a container: join every user-defined "
          "network, or those labelled scopedns.attach=true, also ones created later "
