@@ -249,13 +249,15 @@ class UdpForward:
         upstream = self._forwarder.upstreams[self._index]
         self._upstream_id = secrets.randbelow(65536)
         family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
+        sock: socket.socket | None = None
+        try:  # a fresh socket, so a fresh ephemeral port; connected: others' datagrams dropped
+            sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.connect((upstream.host, upstream.port))
             sock.send(struct.pack("!H", self._upstream_id) + self.data[2:])
-        except OSError as error:
-            sock.close()
+        except OSError as error:  # no socket left, no route, or the port is known closed
+            if sock is not None:
+                sock.close()
             self._log_failure(error)
             return False
         self._sock = sock
