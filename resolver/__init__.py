@@ -1,7 +1,8 @@
 # scopedns: a DNS server that answers each container as Docker's embedded DNS would, from a
 # per-network name table fed by the engine's events. The sans-IO core (model, table, views,
-# answer, wire, slowpath, framing, handler, cache, health) imports no sockets; forward,
-# transport, udp, tcp, sources, server and cli are the asyncio shell around it (docs/design.md).
+# answer, wire, slowpath, framing, handler, cache, health, upstream_reply) imports no sockets;
+# forward, transport, udp, tcp, sources, server and cli are the asyncio shell around it
+# (docs/design.md).
 # Only the core's public names are re-exported here, so importing the package opens no event
 # loop machinery.
 from resolver.answer import AliasOrder, LocalAnswer, Policy, decide

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ["model", "table", "views", "answer", "wire", "slowpath", "framing", "handler",
-        "ratelimit", "config", "cache", "health"]
+        "ratelimit", "config", "cache", "health", "upstream_reply"]
 IO_MODULES = {"asyncio", "socket", "aiodocker", "aiohttp", "uvloop", "selectors", "watchers"}
 # What importing a core module may never load, whatever it imports (dnspython itself loads
 # socket, so that one is only checked in our own source, above).

@@ -18,7 +18,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from resolver import forward
+from resolver import upstream_reply
 from resolver.cli import main
 from resolver.config import parse_host_port
 from resolver.forward import Upstream
@@ -153,13 +153,13 @@ def test_reply_check_folds_case_in_the_name_only() -> None:
     65, "A" in ASCII; 97 is "a": a bytes.lower() over the whole question confused them)."""
     query, wire = parsed("Mixed.Case.invalid", "HTTPS")
     echoed = bytearray(dns.message.make_response(dns.message.from_wire(wire)).to_wire())
-    assert forward.matches(bytes(echoed), query, query.id)
+    assert upstream_reply.matches(bytes(echoed), query, query.id)
     name_end = 12 + len(query.question) - 4
     echoed[12:name_end] = echoed[12:name_end].swapcase()
-    assert forward.matches(bytes(echoed), query, query.id)
+    assert upstream_reply.matches(bytes(echoed), query, query.id)
     echoed[name_end + 1] = 97  # qtype 65 -> 97
-    assert not forward.matches(bytes(echoed), query, query.id)
-    assert not forward.matches(bytes(echoed), query, (query.id + 1) % 65536)
+    assert not upstream_reply.matches(bytes(echoed), query, query.id)
+    assert not upstream_reply.matches(bytes(echoed), query, (query.id + 1) % 65536)
 
 
 def test_cut_reply_with_a_broken_answer_section_keeps_no_records() -> None:
@@ -167,12 +167,12 @@ def test_cut_reply_with_a_broken_answer_section_keeps_no_records() -> None:
     reply = fake_reply(wire, "oversized")
     assert reply is not None
     claims_more = reply[:6] + (OVERSIZED_RECORDS + 50).to_bytes(2, "big") + reply[8:]
-    cut = dns.message.from_wire(forward.fit_udp(claims_more, query))
+    cut = dns.message.from_wire(upstream_reply.fit_udp(claims_more, query))
     assert cut.flags & dns.flags.TC and len(addresses(cut)) == 30  # whole records that fit
     start = 12 + len(query.question)
     overrun = (reply[:6] + (1).to_bytes(2, "big") + reply[8:start + 10]  # name, type ... TTL
                + b"\xff\xff" + bytes(600))  # rdata "65535 bytes long": runs off the end
-    cut = dns.message.from_wire(forward.fit_udp(overrun, query))
+    cut = dns.message.from_wire(upstream_reply.fit_udp(overrun, query))
     assert cut.flags & dns.flags.TC and cut.answer == []
 
 
