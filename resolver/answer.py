@@ -1,4 +1,4 @@
-# Answer policy (SPEC §5-§6): what a view says about (qname, qtype). Pure: it returns a
+# Answer policy (docs/answers.md): what a view says about (qname, qtype). Pure: it returns a
 # LocalAnswer (records to send) or FORWARD (ask upstream); it never sees bytes or sockets.
 # Owner names are always the question name, so records carry only type, TTL and rdata.
 from __future__ import annotations
@@ -75,7 +75,7 @@ Decision = LocalAnswer | Literal[Verdict.FORWARD]
 
 REFUSED_ANSWER = LocalAnswer(REFUSED)
 NOT_SYNCED = LocalAnswer(SERVFAIL)  # CoreDNS TestNotSyncedServeDNS: never NXDOMAIN before sync
-NO_FORWARD_INTERNAL = LocalAnswer(SERVFAIL)  # SPEC §6: all-internal clients are never forwarded
+NO_FORWARD_INTERNAL = LocalAnswer(SERVFAIL)  # docs/forwarding.md: all-internal, never forwarded
 NO_UPSTREAM = LocalAnswer(NXDOMAIN)  # --no-upstream: misses are final
 NDOTS_NODATA = LocalAnswer(NOERROR)
 ZONE_SERIAL = 1
@@ -107,7 +107,7 @@ def decide(view: View | None, synced: bool, qname: str, qtype: int, policy: Poli
     if holders is not None:
         return _name_answer(holders, qtype, policy, authoritative=False)
     if view.ndots_set and qtype in (A, AAAA) and qname and "." not in qname:
-        return NDOTS_NODATA  # Docker's ndots rule (reference/docker-dns.md §3 step 4)
+        return NDOTS_NODATA  # Docker's ndots rule (docs/answers.md, NODATA)
     if not view.may_forward:
         return NO_FORWARD_INTERNAL
     return FORWARD if policy.forwarding else NO_UPSTREAM

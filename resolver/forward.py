@@ -1,4 +1,4 @@
-# Forwarding to upstream servers (SPEC §6): same transport as the client, a fresh random ID
+# Forwarding upstream (docs/forwarding.md): same transport as the client, a fresh random ID
 # and source port per try, replies checked against source, ID and question (anything else is
 # dropped as spoofing), failover on SERVFAIL, REFUSED, timeout or a dead port within a total
 # budget, a cap on forwards in flight, and UDP replies cut to the client's size (whole

@@ -1,5 +1,5 @@
 # The packet handler: bytes and a source address in, an Outcome out (reply bytes, a request to
-# forward, or nothing). It owns the error ladder (style.md rule 7) and two caches, both emptied
+# forward, or nothing). It owns the error ladder (docs/design.md, rule 7) and two caches, emptied
 # when the table changes:
 # - answers: a local answer is computed once per (view, lower-cased qname, qtype) and kept as
 #   wire records, so a new query shape costs a header parse, two dict lookups and a join;

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
-# Docker's predefined networks: they never serve names (reference/docker-dns.md §1).
+# Docker's predefined networks: they never serve names (docs/views.md).
 PREDEFINED_NETWORKS = frozenset({"bridge", "host", "none"})
 
 
@@ -61,7 +61,7 @@ class ContainerInfo:
     """A running container and its endpoints, in the order the engine reported them.
 
     `started_at` and `created_at` are sortable strings (RFC 3339 from the engine) used only to
-    rebuild registration order deterministically after a restart (SPEC §4).
+    rebuild registration order deterministically after a restart (docs/order.md).
     """
 
     id: str
@@ -104,5 +104,5 @@ class EngineState:
 
     def registration_order(self) -> tuple[ContainerInfo, ...]:
         """Containers in the order their endpoints are taken to have joined after a restart:
-        start time, then creation time, then ID (SPEC §4)."""
+        start time, then creation time, then ID (docs/order.md)."""
         return tuple(sorted(self.containers, key=lambda c: (c.started_at, c.created_at, c.id)))

@@ -117,7 +117,7 @@ class RateLimiter:
 
 
 def limited_reply(data: bytes, verdict: Limited, tcp: bool) -> bytes | None:
-    """REFUSED with the question echoed; None for DROP and for whatever SPEC §7 drops. Input
+    """REFUSED with the question echoed; None for DROP and for what the accept filter drops. Input
     the accept filter rejects gets its usual NOTIMP/FORMERR."""
     if verdict is Limited.DROP:
         return None

@@ -46,7 +46,7 @@ def query_of(parsed: Query | ParsedSlow) -> Query:
 
 
 def parse_with_dnspython(data: bytes) -> ParsedSlow | Reject:
-    """The same accept filter, then dnspython; malformed input gets FORMERR (SPEC §7)."""
+    """The same accept filter, then dnspython; malformed input gets FORMERR (docs/failures.md)."""
     rejected = accept(data)
     if rejected is not None:
         return rejected

@@ -1,4 +1,4 @@
-# The asyncio TCP shell around the handler (SPEC §7, RFC 7766): 2-byte framing, replies in query
+# The TCP shell around the handler (docs/failures.md, RFC 7766): 2-byte framing, replies in query
 # order (forwards included), an idle timeout, connection caps per source and in total, and
 # back-pressure. It never raises into the loop. Rules:
 # - Idle means no complete query for `idle_timeout` seconds (Docker's read deadline covers a

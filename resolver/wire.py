@@ -1,5 +1,5 @@
 # DNS bytes for the common case, without building dnspython messages: the accept filter of
-# SPEC §7, a strict parser for a one-question query with at most an OPT record, and the
+# docs/failures.md, a strict parser for a one-question query with at most an OPT record, and the
 # renderer of replies whose records all hang off the question name. Anything unusual returns
 # SLOW and goes to resolver.slowpath (dnspython). No I/O here.
 from __future__ import annotations
@@ -94,7 +94,7 @@ def reject_header(query_id: int, flags: int, rcode: int) -> bytes:
 
 
 def accept(data: bytes) -> Reject | None:
-    """SPEC §7 accept filter on the header alone; None means go on parsing."""
+    """The accept filter (docs/failures.md) on the header; None means go on parsing."""
     if len(data) < 12:
         return DROP
     qid, flags, qd, an, ns, ar = HEADER.unpack_from(data)
@@ -116,7 +116,7 @@ def parse_query(data: bytes) -> Query | Reject | Literal[Route.SLOW]:
     qid, flags, _, an, ns, ar = HEADER.unpack_from(data)
     name = _read_name(data, 12)
     if name is None or name[0] + 4 > len(data):
-        return SLOW  # compressed (legal, if odd) or malformed: dnspython decides (SPEC §7)
+        return SLOW  # compressed (legal, if odd) or malformed: dnspython decides (docs/answers.md)
     end, labels = name
     question = data[12 : end + 4]
     qtype = _TYPE_CLASS.unpack_from(data, end)[0]
@@ -173,13 +173,13 @@ def _parse_opt(data: bytes, offset: int) -> Edns | None:
 
 
 def opt_record(edns: Edns, ext_rcode: int = 0) -> bytes:
-    """Our OPT: payload 1232, version 0, DO echoed, no options (SPEC §5)."""
+    """Our OPT: payload 1232, version 0, DO echoed, no options (docs/answers.md)."""
     return b"\x00" + _OPT_TAIL.pack(OPT_TYPE, EDNS_PAYLOAD, ext_rcode, 0,
                                     EDNS_DO if edns.do else 0, 0)
 
 
 def reply_flags(query_flags: int, rcode: int, authoritative: bool, truncated: bool) -> int:
-    """Docker's reply header: opcode, RD and CD copied (QUERY only); QR=1; RA=1 (SPEC §5)."""
+    """Docker's reply header: opcode, RD, CD copied (QUERY only); QR=1; RA=1 (docs/answers.md)."""
     opcode = query_flags & OPCODE_MASK
     kept = query_flags & (RD | CD) if opcode == 0 else 0
     return (QR | opcode | kept | RA | (AA if authoritative else 0)

@@ -123,7 +123,7 @@ def compare_client(table: NameTable, model: ReferenceModel, client: str,
 
 def reachable(model: ReferenceModel, client: str) -> set[str]:
     """Every record text a client may ever see: the addresses on the networks it is on, and
-    their PTR targets `<container name>.<network>.` (SPEC §2: nothing from other networks)."""
+    their PTR targets `<container name>.<network>.` (docs/views.md: nothing from other networks)."""
     mine = model.networks_of(client)
     allowed: set[str] = set()
     for c in model.containers.values():

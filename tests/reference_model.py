@@ -1,6 +1,6 @@
-# A reference model of SPEC §2-§4 for the property tests: a plain record of the world (networks,
+# A reference model of docs/ for the property tests: a plain record of the world (networks,
 # running containers, one registration number per (container, network, name)) and an answer
-# function that scans all of it for every question, straight from the SPEC's words. Written
+# function that scans all of it for every question, straight from the docs' words. Written
 # for clarity, not speed; it shares no logic with resolver.table or resolver.views (records
 # from resolver.model are only its inputs), so the two can be compared. Also a toy engine
 # (Engine) that plays Docker's side: containers, stopped ones included, and their inspect records.
@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from resolver.model import ContainerInfo, EndpointInfo, EngineState, LinkAlias, NetworkInfo
 
-# SPEC §2.3: the default --host-view-from.
+# docs/views.md: the default --host-view-from.
 HOST_VIEW_FROM = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 RegistrationKey = tuple[str, str, str]  # (container id, network id, lower-case name)
 HOSTS = range(2, 12)  # host numbers the toy engine hands out on a network
@@ -61,7 +61,7 @@ class Holding:
 
 
 def names_of(container: ContainerInfo) -> set[str]:
-    """SPEC §3: the container name, its 12-character short ID and its hostname (lower-case);
+    """docs/names.md: the container name, its 12-character short ID and its hostname (lower-case);
     network aliases are per endpoint (see endpoint_names)."""
     names = {container.name.lower(), container.id[:12].lower()}
     if container.hostname:
@@ -74,7 +74,7 @@ def endpoint_names(container: ContainerInfo, endpoint: EndpointInfo) -> set[str]
 
 
 def docker_order(network: NetworkInfo) -> tuple[bool, int, str]:
-    """SPEC §2.1 (Docker's Endpoint.Less, reference/docker-dns.md §4): internal networks last;
+    """docs/views.md, "Endpoint order" (Docker's Endpoint.Less): internal networks last;
     then more gateway families first (an internal network has no gateway, so dual-stack counts
     only for non-internal ones); then by name, byte order."""
     gateways = 0 if network.internal else (2 if network.ipv6 else 1)
@@ -82,7 +82,7 @@ def docker_order(network: NetworkInfo) -> tuple[bool, int, str]:
 
 
 class ReferenceModel:
-    """The world as the engine reports it, and what SPEC §2-§4 says each client gets."""
+    """The world as the engine reports it, and what docs/views.md says each client gets."""
 
     def __init__(self) -> None:
         self.networks: dict[str, NetworkInfo] = {}
@@ -106,7 +106,7 @@ class ReferenceModel:
     def container_is(self, container: ContainerInfo) -> None:
         """A running container as it is now (start, connect, disconnect, rename). A name that
         first appears on a network for it takes the next registration number; one it no
-        longer has there is dropped (SPEC §4: leaves, and joins at the end when it is back)."""
+        longer has there is dropped (docs/order.md: leaves, joins at the end when back)."""
         self.containers[container.id] = container
         now = self._keys(container)
         self._forget(lambda key: key[0] == container.id and key not in now)
@@ -121,7 +121,7 @@ class ReferenceModel:
 
     def resynced(self, networks: Iterable[NetworkInfo],
                  containers: Iterable[ContainerInfo]) -> None:
-        """SPEC §7, a full sync with the engine (first sync, or after a reconnect): the table
+        """docs/failures.md: a full sync with the engine (first sync, or a reconnect): the table
         becomes what the engine lists and drops what vanished. What persisted keeps its place;
         a container whose start time changed restarted unseen and rejoins at the end; what is
         new joins at the end, in restart order (README "Several holders of one name")."""
@@ -141,7 +141,7 @@ class ReferenceModel:
     def _forget(self, dropped: Callable[[RegistrationKey], bool]) -> None:
         self.registered = {k: v for k, v in self.registered.items() if not dropped(k)}
 
-    # ----- who is asking (SPEC §2) -------------------------------------------------------------
+    # ----- who is asking (docs/views.md) -------------------------------------------------------
 
     def view(self, client: str) -> ModelView | None:
         source = ip_address(client)
@@ -170,7 +170,7 @@ class ReferenceModel:
                 links = {link.alias.lower(): link.target.lower() for link in ep.links}
                 seen.append(SeenNetwork(network, tuple(sorted(links.items()))))
         seen.sort(key=lambda s: docker_order(s.network))
-        # SPEC §6: a container whose networks are all internal is never forwarded for.
+        # docs/forwarding.md: a container whose networks are all internal is never forwarded for.
         return ModelView(tuple(seen), on_external)
 
     def networks_of(self, client: str) -> set[str]:
@@ -178,10 +178,10 @@ class ReferenceModel:
         view = self.view(client)
         return set() if view is None else {s.network.id for s in view.networks}
 
-    # ----- what it gets (SPEC §3-§5) -----------------------------------------------------------
+    # ----- what it gets (docs/names.md, order.md, answers.md) ----------------------------------
 
     def answer(self, client: str, qname: str, qtype: str, order: str) -> Expected:
-        """`qtype` is A, AAAA or PTR; `order` is first or ordered (SPEC §4)."""
+        """`qtype` is A, AAAA or PTR; `order` is first or ordered (docs/order.md)."""
         view = self.view(client)
         if view is None:
             return Expected("REFUSED")
@@ -199,7 +199,7 @@ class ReferenceModel:
         return Expected("NOERROR", self.addresses(holdings, qtype, order))
 
     def lookup(self, view: ModelView, name: str) -> list[Holding] | None:
-        """SPEC §3 (reference/docker-dns.md §4): `a.b.c` as a name in every network of the view,
+        """docs/names.md, "Lookup": `a.b.c` as a name in every network of the view,
         then `a.b` in network `c`, then `a` in network `b.c`; at each step link aliases first,
         and a link alias hides the real name on its endpoint's network; the first network that
         holds the name wins. None: the name is not in the view."""
@@ -221,7 +221,7 @@ class ReferenceModel:
 
     def holders(self, network_id: str, name: str) -> list[Holding]:
         """Every running endpoint on the network that registered `name`, first registered
-        first (SPEC §4)."""
+        first (docs/order.md)."""
         found = [Holding(self.registered[(c.id, network_id, name)], c, ep)
                  for c in self.containers.values() for ep in c.endpoints
                  if ep.network_id == network_id and name in endpoint_names(c, ep)]
@@ -239,7 +239,7 @@ class ReferenceModel:
         return tuple(found[:1] if order == "first" else found)
 
     def pointer(self, view: ModelView, name: str) -> str | None:
-        """SPEC §5: `<primary name>.<network>.` for an address on a network of the view, from
+        """docs/names.md: `<primary name>.<network>.` for an address on a network of the view, from
         the first such network."""
         for seen in view.networks:
             for c in self.containers.values():
@@ -251,7 +251,7 @@ class ReferenceModel:
 
 
 def restart_order(containers: Iterable[ContainerInfo]) -> list[ContainerInfo]:
-    """SPEC §4: start time, then creation time, then ID."""
+    """docs/order.md: start time, then creation time, then ID."""
     return sorted(containers, key=lambda c: (c.started_at, c.created_at, c.id))
 
 

@@ -1,4 +1,4 @@
-# Table-driven tests of SPEC §2-§5 without sockets: who sees which names, Docker's lookup order,
+# Table-driven tests of docs/ without sockets: who sees which names, Docker's lookup order,
 # NODATA, case, PTR, link aliases, alias orders. Each case is (client, qname, qtype) -> what a
 # user would see: addresses, a PTR target, NODATA, or that the query goes upstream.
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # The Docker engine itself stops and starts while scopedns (a real `scopedns serve` process on
-# loopback, host view) answers a steady stream of queries. Contract (SPEC §7, README "Engine
+# loopback, host view) answers a steady query stream. Contract (docs/failures.md, README "Engine
 # restarts"): scopedns keeps answering from its last table while the engine is away (answers may
 # be stale for the outage, never wrong: every address is one the name really had), never answers
 # SERVFAIL once synced, and after the engine is back it reconnects, replays, reconciles and

@@ -1,4 +1,4 @@
-# Hostile input against the whole handler (SPEC §7), with the oracle the fuzzer uses
+# Hostile input against the whole handler (docs/failures.md), with the oracle the fuzzer uses
 # (tests/fuzz/oracle.py): valid queries mutated every way a packet can go wrong (bit flips,
 # truncation, QDCOUNT, opcode, flags, section counts, EDNS options, compression pointers, long
 # labels), over UDP and TCP, from every kind of source of a small synced table. The handler

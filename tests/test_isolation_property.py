@@ -1,4 +1,4 @@
-# Property tests of SPEC §2-§4 (and the resync of §7) against tests/reference_model.py:
+# Property tests of docs/views.md and order.md (and resyncs) against tests/reference_model.py:
 # hypothesis plays random Docker histories (networks created and removed, containers run,
 # stopped, started again, renamed, connected and disconnected, events missed while the engine is
 # away, full reconciles, scopedns restarts) into a NameTable through the calls the Docker watcher
@@ -224,7 +224,7 @@ class History(RuleBasedStateMachine):
         """One rule for what happens to the engine connection and scopedns itself, so that
         they stay rarer than container events."""
         if event == "engine goes away":
-            self.live = False  # events are missed; both keep the last known table (SPEC §7)
+            self.live = False  # events are missed; both keep the last table (docs/failures.md)
         elif event == "reconcile":
             self.reconcile(seed)
         else:
@@ -239,7 +239,7 @@ class History(RuleBasedStateMachine):
         self.live = True
 
     def scopedns_restarts(self, seed: int) -> None:
-        """SPEC §4: a fresh table rebuilds the order from the engine alone; another fresh table
+        """docs/order.md: a new table rebuilds the order from the engine alone; another fresh table
         fed the same state listed in another order answers the same."""
         self._fresh(seed)
         other = NameTable()
@@ -296,7 +296,7 @@ def engines(draw: st.DrawFn) -> Engine:
 @given(engine=engines(), seeds=st.lists(st.integers(0, 2**16), min_size=2, max_size=2,
                                          unique=True))
 def test_fresh_table_does_not_depend_on_listing_order(engine: Engine, seeds: list[int]) -> None:
-    """SPEC §4: after scopedns restarts, the order is rebuilt from the engine's state alone
+    """docs/order.md: after scopedns restarts, the order is rebuilt from the engine's state alone
     (start time, creation time, ID): fresh tables fed the same state listed in two orders
     answer every client as the model rebuilt from that state."""
     model = ReferenceModel()

@@ -1,4 +1,4 @@
-# Registration order (SPEC §4) and table lifecycle: holders of a shared name answer in the
+# Registration order (docs/order.md) and table lifecycle: holders of a shared name answer in the
 # order they joined; stop, disconnect, rename and network removal take effect at once; a
 # full resync keeps the order of what persisted; a fresh table rebuilds it deterministically.
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # TCP abuse against a real loopback server with small caps and a short idle timeout, on
-# asyncio's loop and on uvloop, whose transports pause and buffer in their own way (SPEC §7:
+# asyncio's loop and on uvloop, whose transports pause and buffer their own way (docs/failures.md:
 # a slow or hostile client cannot starve others): silent connections, half prefixes and half
 # frames, a length prefix larger than the data, a zero-length frame, a 65535-byte frame trickled
 # a byte at a time, 1500 idle connections from many 127.x.y.z sources against a total cap of

@@ -117,7 +117,7 @@ async def test_connect_alias_and_disconnect(
 async def test_restart_rejoins_at_the_end(
     engine_cli: Engine, start_watcher: WatcherFactory
 ) -> None:
-    """SPEC §4: a holder that leaves (here: die during `docker restart`) and comes back joins
+    """docs/order.md: a holder that leaves (here: die during `docker restart`) and comes back joins
     the end of the name's registration order, even if it is back before we inspect it."""
     table = await start_watcher()
     net = f"{engine_cli.prefix}-net"

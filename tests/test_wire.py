@@ -1,6 +1,6 @@
 # Wire behaviour a client sees: the fast path and the dnspython path give the same bytes,
 # truncation over UDP, EDNS (OPT back, DO echoed, BADVERS), the accept-filter ladder for
-# malformed packets (SPEC §7), and TCP framing fed whole, byte by byte and several at once.
+# malformed packets (docs/failures.md), and TCP framing fed whole, byte by byte and several at once.
 # Arbitrary and mutated bytes: tests/test_hostile_input.py.
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-# --domain: an authoritative zone over the same views (SPEC §5). Names answer with AA=1 as
+# --domain: an authoritative zone over the same views (docs/answers.md). Names answer with AA=1 as
 # `name.SUFFIX` and `name.network.SUFFIX`; the apex has SOA and NS; misses get NXDOMAIN with
 # the SOA and never leave. Also the EDNS compliance checks a zone tester makes (ednscomp-style),
 # as one table.

@@ -42,7 +42,7 @@ from watchers.translate import (
 log = logging.getLogger(__name__)
 
 # Reconnect delays: fast enough to ride out an engine restart, capped so a host without Docker
-# is not hammered (SPEC §7).
+# is not hammered (docs/failures.md).
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 # After a reconnect, the engine replays missed events at once: this long without one means done.

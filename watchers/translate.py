@@ -1,6 +1,6 @@
 # Docker JSON -> our typed records (resolver.model), and Docker events -> what the watcher must do.
 # Pure functions: no I/O, no aiodocker import, nothing mutable kept. This is the boundary where
-# foreign dicts stop (style.md rule 9): nothing past it sees a Docker dict. Input is untrusted, so
+# foreign dicts stop (docs/design.md, rule 8): nothing past it sees one. Input is untrusted, so
 # nothing here raises on a bad or missing field: what cannot be parsed is skipped and logged at
 # debug level.
 from __future__ import annotations
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 CONTAINER_REFRESH_ACTIONS = frozenset({"start", "restart", "kill", "rename"})
 # Actions that mean the container's endpoints left, whatever an inspect says by the time we read
 # it (a restart may already be under way): the names leave now and rejoin at the end of their
-# registration order when the following `start` is applied (SPEC §4).
+# registration order when the following `start` is applied (docs/order.md).
 CONTAINER_GONE_ACTIONS = frozenset({"die", "stop", "destroy"})
 
 _NANO = 1_000_000_000

@@ -58,7 +58,7 @@ def host_records(found: Sequence[Endpoint]) -> dict[str, IPv4Address]:
 
 
 def pointer_records(found: Sequence[Endpoint]) -> dict[str, str]:
-    """Reverse name -> `name.network`, as scopedns answers PTR (SPEC §5)."""
+    """Reverse name -> `name.network`, as scopedns answers PTR (docs/names.md)."""
     return {e.reverse: e.qualified for e in found}
 
 

@@ -143,20 +143,20 @@ def forwarded(name: str, answer: Answer) -> bool:
 
 
 def rule_case_folded(name: str, questions: Questions) -> str | None:
-    """Difference 3 (SPEC §3): scopedns matches link aliases and `.network` suffixes without
+    """docs/differences.md #3: scopedns matches link aliases and `.network` suffixes without
     regard to case, Docker exactly (`LNK` is forwarded there). A name whose case was changed
     is judged against Docker's answer to the name as the engine spells it (also asked)."""
     return questions.spelled.get(name)
 
 
 def rule_internal_never_forwarded(client: Client, name: str, reference: Answer) -> Answer | None:
-    """Difference 7 (SPEC §6): a client whose networks are all --internal is never forwarded
+    """docs/differences.md #19: a client whose networks are all --internal is never forwarded
     for: SERVFAIL where Docker 20.10 forwards (relaying the fake upstream's answer, or none)."""
     return SERVFAIL if client.all_internal and forwarded(name, reference) else None
 
 
 def rule_first_registered(ordered: Answer, qtype: str) -> Answer:
-    """Difference 1 (SPEC §4): with --alias-order first, the default, several holders of a
+    """docs/differences.md #1: with --alias-order first, the default, several holders of a
     name give one record, the earliest registered: the first record of the `ordered`
     instance's answer (whose whole set is compared with Docker's)."""
     return Answer(ordered.rcode, frozenset(in_order(ordered, qtype)[:1]), "")

@@ -1,8 +1,8 @@
 """Differential checks: scopedns against Docker's embedded DNS on the finer points.
 
-The reference (`docker-dns.md`) describes what 127.0.0.11 does; here the same query goes to both
-servers from the same client. Where the SPEC says "as Docker", the answers must be equal; where
-the SPEC deliberately differs (case-insensitive link aliases and network suffixes, NODATA for
+Docker's 127.0.0.11 and scopedns get the same query from the same client; docs/ says what both
+do. Where docs/ says "as Docker", the answers must be equal; where docs/differences.md
+lists a deliberate difference (case-insensitive link aliases and network suffixes, NODATA for
 other types of local names, SERVFAIL for internal-only clients, views by source address), the
 two expectations are spelled out.
 
@@ -98,7 +98,7 @@ def test_record_types(steps: Lab, topo: Topo) -> None:
     name = topo.idbox.name
     steps.expect(topo.cab, name, "AAAA")
     steps.expect(topo.cab, name, "MX")
-    steps.expect(topo.cab, name, "TXT", docker_rcode="NXDOMAIN")  # SPEC §5: never forwarded
+    steps.expect(topo.cab, name, "TXT", docker_rcode="NXDOMAIN")  # docs/answers.md: never forwarded
     steps.same_as_docker(topo.cab, reverse(ip(topo.cab, topo.b)), "PTR")
     steps.verify()
 
@@ -190,7 +190,7 @@ def test_internal_only_client(steps: Lab, topo: Topo) -> None:
 
 
 def test_tcp(steps: Lab, topo: Topo) -> None:
-    """Over TCP: local names as over UDP; forwarded names go upstream over TCP (SPEC §6)."""
+    """Over TCP: local names as over UDP; forwards go upstream over TCP (docs/forwarding.md)."""
     address = ip(topo.idbox, topo.a)
     steps.expect(topo.cab, topo.idbox.name, rdata=[address], tcp=True)
     steps.expect(topo.cab, "lnk", rdata=[address], tcp=True)
@@ -203,7 +203,7 @@ def test_tcp(steps: Lab, topo: Topo) -> None:
 
 def test_ndots_option(steps: Lab, topo: Topo) -> None:
     """`--dns-opt ndots:2`: Docker answers a single-label miss NOERROR/empty, unforwarded
-    (reference §3 step 4), so that the stub resolver walks its search list."""
+    (docs/answers.md, NODATA), so that the stub resolver walks its search list."""
     client = steps.run("ndots", [topo.a], "--dns-opt", "ndots:2")
     steps.expect(client, topo.idbox.name, rdata=[ip(topo.idbox, topo.a)])
     for qtype in ("A", "AAAA"):
@@ -213,7 +213,7 @@ def test_ndots_option(steps: Lab, topo: Topo) -> None:
 
 
 def test_first_registered_order_survives_restart(steps: Lab, topo: Topo) -> None:
-    """After a restart scopedns rebuilds the order from start times (SPEC §4)."""
+    """After a restart scopedns rebuilds the order from start times (docs/order.md)."""
     alias = steps.engine.unique("ordered")
     one = steps.run("one", [topo.a], "--network-alias", alias)
     two = steps.run("two", [topo.a], "--network-alias", alias)
