@@ -107,7 +107,7 @@ def decide(view: View | None, synced: bool, qname: str, qtype: int, policy: Poli
     if holders is not None:
         return _name_answer(holders, qtype, policy, authoritative=False)
     if view.ndots_set and qtype in (A, AAAA) and qname and "." not in qname:
-        return NDOTS_NODATA  # Docker's ndots rule (docs/answers.md, NODATA)
+        return NDOTS_NODATA  # Docker's ndots rule (docs/answers.md, "NODATA")
     if not view.may_forward:
         return NO_FORWARD_INTERNAL
     return FORWARD if policy.forwarding else NO_UPSTREAM

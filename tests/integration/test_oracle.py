@@ -203,7 +203,7 @@ def test_tcp(steps: Lab, topo: Topo) -> None:
 
 def test_ndots_option(steps: Lab, topo: Topo) -> None:
     """`--dns-opt ndots:2`: Docker answers a single-label miss NOERROR/empty, unforwarded
-    (docs/answers.md, NODATA), so that the stub resolver walks its search list."""
+    (docs/answers.md, "NODATA"), so that the stub resolver walks its search list."""
     client = steps.run("ndots", [topo.a], "--dns-opt", "ndots:2")
     steps.expect(client, topo.idbox.name, rdata=[ip(topo.idbox, topo.a)])
     for qtype in ("A", "AAAA"):
