@@ -1,5 +1,5 @@
 # `scopedns resolv-conf`: the /etc/resolv.conf a container bind-mounts to ask scopedns directly
-# (docs/deployment.md, "Direct"). Only the text: which file to write and where is the caller's.
+# (docs/deployment.md, "The ways in"). Only the text: which file to write and where is the caller's.
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,4 @@
-# Upstream faults (docs/forwarding.md) against a real loopback server and fake upstreams the test drives,
+# Upstream faults (docs/forwarding.md) against a real loopback server and fake upstreams it drives,
 # on asyncio's loop and on uvloop, whose UDP sockets are its own (the `serve` fixture runs each
 # server test on both; a reply from another port must be filtered by the connected socket):
 # what the client gets when an upstream is silent, fails, lies, spoofs, truncates or oversizes,
