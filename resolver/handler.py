@@ -51,10 +51,12 @@ MAX_KEPT_QUERY = 512
 
 
 class Forward(NamedTuple):
-    """Ask upstream. `data` is the client's query as received."""
+    """Ask upstream. `data` is the client's query as received; `client` who asked (forwards
+    in flight are capped per client, docs/forwarding.md)."""
 
     query: Query
     data: bytes
+    client: str = ""
 
 
 Outcome = bytes | Forward | None
@@ -139,10 +141,10 @@ class Handler:
         """The upstream cache's reply (remembered for the same bytes from the same view, UDP
         only), else a request to forward."""
         if self._upstream_cache is None:
-            return Forward(query, data)
+            return Forward(query, data, source)
         cached = self._upstream_cache.lookup(query, query.max_size(tcp))
         if cached is None:
-            return Forward(query, data)
+            return Forward(query, data, source)
         view = self._views.get(source)
         if not tcp and view is not None and len(data) <= MAX_KEPT_QUERY \
                 and self._table.synced:

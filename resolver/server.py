@@ -52,6 +52,11 @@ def enlarge_receive_buffer(sock: socket.socket, size: int) -> None:
     log.debug("udp receive buffer: %d bytes", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
+def per_client_forwards(max_forwards: int) -> int:
+    """One client holds at most a quarter of --max-forwards (docs/forwarding.md)."""
+    return max(1, max_forwards // 4)
+
+
 class StartError(Exception):
     """The server cannot start; the message is one line. `exit_code` for the command line."""
 
@@ -87,7 +92,8 @@ class Server:
             forwarder = Forwarder([Upstream(*u) for u in config.upstreams],
                                   config.upstream_timeout,
                                   config.upstream_budget, config.max_forwards, cache=cache)
-        self.resolution = Resolution(self.handler, forwarder)
+        self.resolution = Resolution(self.handler, forwarder,
+                                     per_client=per_client_forwards(config.max_forwards))
         self.tcp_clients = TcpClients(config.tcp_max_connections, config.tcp_max_per_source)
         self._closers: list[Callable[[], Any]] = []
         self.addresses: list[tuple[str, int]] = []

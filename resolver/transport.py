@@ -47,18 +47,47 @@ class LogEvery:
 
 
 class Resolution:
-    """What the listeners share: the handler, the forwarder and the tasks in flight."""
+    """What the listeners share: the handler, the forwarder, the tasks in flight, and the
+    forwards in flight per client (at most `per_client`, so that one client cannot starve
+    the others of --max-forwards; docs/forwarding.md)."""
 
-    def __init__(self, handler: Handler, forwarder: Forwarder | None) -> None:
+    def __init__(self, handler: Handler, forwarder: Forwarder | None,
+                 per_client: int | None = None) -> None:
         self.handler = handler
         self.forwarder = forwarder
         self.tasks: set[asyncio.Task[Any]] = set()
         self._over_cap = LogEvery(log)
+        self._client_cap = LogEvery(log)
+        self._per_client = per_client
+        self._by_client: dict[str, int] = {}
+
+    def _take(self, client: str) -> bool:
+        """Count one more forward for `client`; False when it is at its cap."""
+        if self._per_client is None:
+            return True
+        held = self._by_client.get(client, 0)
+        if held >= self._per_client:
+            self._client_cap.warning("client %s has %d forwards in flight: REFUSED", client,
+                                     held)
+            return False
+        self._by_client[client] = held + 1
+        return True
+
+    def _give_back(self, client: str) -> None:
+        if self._per_client is None:
+            return
+        left = self._by_client.get(client, 1) - 1
+        if left > 0:
+            self._by_client[client] = left
+        else:
+            self._by_client.pop(client, None)
 
     async def forward(self, request: Forward, tcp: bool) -> bytes:
         query = request.query
         if self.forwarder is None:
             return self.handler.error_reply(query, SERVFAIL, tcp)
+        if not self._take(request.client):
+            return self.handler.error_reply(query, REFUSED, tcp)
         try:
             reply = await self.forwarder.forward(query, request.data, tcp)
         except asyncio.CancelledError:
@@ -70,6 +99,8 @@ class Resolution:
         except Exception:
             log.exception("forwarding %s failed unexpectedly", query.qname)
             return self.handler.error_reply(query, SERVFAIL, tcp)
+        finally:
+            self._give_back(request.client)
         if reply is None:
             return self.handler.error_reply(query, SERVFAIL, tcp)
         return reply
@@ -85,12 +116,18 @@ class Resolution:
             self.spawn(asyncio.get_running_loop().create_task(self._forward_to(request, send)))
             return
 
+        if not self._take(request.client):
+            send(self.handler.error_reply(query, REFUSED, False))
+            return
+
         def deliver(reply: bytes | None) -> None:
+            self._give_back(request.client)
             send(reply if reply is not None else self.handler.error_reply(query, SERVFAIL, False))
 
         try:
             self.forwarder.forward_udp(query, request.data, deliver)
         except ForwardRefused:
+            self._give_back(request.client)
             self._over_cap.warning("more than %d forwards in flight: REFUSED %s",
                                    self.forwarder.in_flight, query.qname)
             send(self.handler.error_reply(query, REFUSED, False))

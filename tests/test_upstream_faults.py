@@ -217,7 +217,9 @@ async def test_forward_cap_refuses_the_extra_queries_at_once(serve: Serve,
     cap, extra = 3, 2
     silent = await fakes("silent")  # "answer.invalid" is still answered: the label picks
     server = await start(serve, silent, timeout=1.5, budget=1.5, max_forwards=cap)
-    pending = [asyncio.ensure_future(ask(server, f"hang{i}.invalid")) for i in range(cap)]
+    # Three clients (each may hold a quarter of the cap, at least one) fill the cap.
+    pending = [asyncio.ensure_future(ask(server, f"hang{i}.invalid", source=f"127.0.0.{i + 1}"))
+               for i in range(cap)]
     while len(silent.seen) < cap:
         await asyncio.sleep(0.01)
     refused = [await ask(server, "answer.invalid", transport)
@@ -230,6 +232,26 @@ async def test_forward_cap_refuses_the_extra_queries_at_once(serve: Serve,
     hung = await asyncio.gather(*pending)
     assert [r.rcode() for r in hung] == [dns.rcode.SERVFAIL] * cap
     assert addresses(await ask(server, "answer.invalid")) == [FAKE_ADDRESS]  # cap freed
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_one_client_flooding_forwards_leaves_others_answered(
+        serve: Serve, fakes: Fakes, transport: str) -> None:
+    """One client holds at most a quarter of --max-forwards: past that it gets REFUSED at
+    once, while another client's forwards still go upstream and are answered."""
+    silent = await fakes("silent")  # "answer.invalid" is answered, "hang*" never
+    server = await start(serve, silent, timeout=1.5, budget=1.5, max_forwards=8)
+    flood = [asyncio.ensure_future(ask(server, f"hang{i}.invalid", transport,
+                                       source="127.0.0.7")) for i in range(2)]
+    while len(silent.seen) < 2:
+        await asyncio.sleep(0.01)
+    refused = await ask(server, "hang-more.invalid", transport, source="127.0.0.7")
+    other = await ask(server, "answer.invalid", transport, source="127.0.0.8")
+    assert refused.rcode() == dns.rcode.REFUSED
+    assert addresses(other) == [FAKE_ADDRESS]
+    assert [r.rcode() for r in await asyncio.gather(*flood)] == [dns.rcode.SERVFAIL] * 2
+    assert addresses(await ask(server, "answer.invalid", transport, source="127.0.0.7")) \
+        == [FAKE_ADDRESS]  # its share is back once its forwards ended
 
 
 # ----- internal networks ------------------------------------------------------------------------
