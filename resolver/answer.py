@@ -16,13 +16,16 @@ import dns.rdtypes.ANY.PTR
 import dns.rdtypes.ANY.SOA
 import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
+import dns.rdtypes.IN.SRV
 from dns.rcode import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
-from dns.rdatatype import AAAA, NS, PTR, SOA, A
+from dns.rdatatype import AAAA, NS, PTR, SOA, SRV, A
 
+from resolver.srv import ServiceKind, ServiceLookup, lookup_service
 from resolver.views import (
     Holder,
     View,
     address_from_ptr_name,
+    answering,
     resolve_address,
     resolve_name,
 )
@@ -58,12 +61,14 @@ class LocalAnswer:
     # With --domain: the zone's SOA goes in the authority section (negative answers).
     authority: tuple[tuple[dns.name.Name, Record], ...] = ()
     shuffle: bool = False
+    # SRV: the targets' A/AAAA records (docs/srv.md), dropped without TC when they do not fit.
+    additional: tuple[tuple[dns.name.Name, Record], ...] = ()
 
 
     @property
     def answer_only(self) -> bool:
         """Only answer records (none in other sections): the fast renderer can write it."""
-        return not self.authority
+        return not self.authority and not self.additional
 
 
 class Verdict(Enum):
@@ -87,6 +92,7 @@ class Policy:
     alias_order: AliasOrder = AliasOrder.FIRST
     domain: str | None = None  # lower-case, no trailing dot
     forwarding: bool = True
+    health: bool = True  # False: --ignore-health (docs/health.md)
 
 
 def decide(view: View | None, synced: bool, qname: str, qtype: int, policy: Policy) -> Decision:
@@ -106,6 +112,10 @@ def decide(view: View | None, synced: bool, qname: str, qtype: int, policy: Poli
     holders = resolve_name(view, qname) if qname else None
     if holders is not None:
         return _name_answer(holders, qtype, policy, authoritative=False)
+    service = lookup_service(view, qname, policy.health,
+                             policy.alias_order is AliasOrder.SHUFFLE)
+    if service is not None:
+        return _service_answer(service, qtype, policy, zone=None)
     if view.ndots_set and qtype in (A, AAAA) and qname and "." not in qname:
         return NDOTS_NODATA  # Docker's ndots rule (docs/answers.md, "NODATA")
     if not view.may_forward:
@@ -129,9 +139,14 @@ def _zone_answer(view: View, qname: str, qtype: int, policy: Policy) -> LocalAns
         return LocalAnswer(NOERROR, authoritative=True, authority=soa)
     relative = qname[: -len(policy.domain) - 1]
     holders = resolve_name(view, relative)
-    if holders is None:
-        return LocalAnswer(NXDOMAIN, authoritative=True, authority=soa)
-    answer = _name_answer(holders, qtype, policy, authoritative=True)
+    if holders is not None:
+        answer = _name_answer(holders, qtype, policy, authoritative=True)
+    else:
+        service = lookup_service(view, relative, policy.health,
+                                 policy.alias_order is AliasOrder.SHUFFLE)
+        if service is None or service.kind is ServiceKind.NOT_OFFERED:
+            return LocalAnswer(NXDOMAIN, authoritative=True, authority=soa)
+        answer = _service_answer(service, qtype, policy, zone=apex)
     if not answer.records:
         return LocalAnswer(NOERROR, authoritative=True, authority=soa)
     return answer
@@ -140,6 +155,7 @@ def _zone_answer(view: View, qname: str, qtype: int, policy: Policy) -> LocalAns
 def _name_answer(
     holders: tuple[Holder, ...], qtype: int, policy: Policy, *, authoritative: bool
 ) -> LocalAnswer:
+    holders = answering(holders, policy.health)
     if qtype == A:
         addresses = [str(h.ipv4) for h in holders if h.ipv4 is not None]
         make = _a
@@ -154,6 +170,31 @@ def _name_answer(
     records = tuple(make(address, policy.ttl) for address in unique)
     shuffle = policy.alias_order is AliasOrder.SHUFFLE and len(records) > 1
     return LocalAnswer(NOERROR, records, authoritative, shuffle=shuffle)
+
+
+def _service_answer(service: ServiceLookup, qtype: int, policy: Policy,
+                    zone: dns.name.Name | None) -> LocalAnswer:
+    """SRV records of the holders offering a service, their addresses as additional data;
+    NXDOMAIN for a service nobody offers, NODATA for other types (docs/srv.md)."""
+    authoritative = zone is not None
+    if service.kind is ServiceKind.NOT_OFFERED:
+        return LocalAnswer(NXDOMAIN, authoritative=authoritative)
+    if service.kind is ServiceKind.PROTOCOL_NODE or qtype != SRV:
+        return LocalAnswer(NOERROR, authoritative=authoritative)
+    origin = zone if zone is not None else dns.name.root
+    records: list[Record] = []
+    additional: list[tuple[dns.name.Name, Record]] = []
+    for found in service.targets:
+        target = dns.name.from_text(found.target, origin)
+        rdata = dns.rdtypes.IN.SRV.SRV(IN, SRV, found.priority, found.weight, found.port, target)
+        records.append(Record(rdata, policy.ttl))
+        if found.holder.ipv4 is not None:
+            additional.append((target, _a(str(found.holder.ipv4), policy.ttl)))
+        if found.holder.ipv6 is not None:
+            additional.append((target, _aaaa(str(found.holder.ipv6), policy.ttl)))
+    shuffle = policy.alias_order is AliasOrder.SHUFFLE and len(records) > 1
+    return LocalAnswer(NOERROR, tuple(records), authoritative, shuffle=shuffle,
+                       additional=tuple(additional))
 
 
 def _a(address: str, ttl: int) -> Record:

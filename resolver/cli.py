@@ -188,6 +188,8 @@ SERVE_FLAGS = (
          "and network namespace); stopping hands it back to Docker", switch=True),
     Flag("takeover-only", _label_selector, None, "take over only containers carrying this "
          "label (default: every container)", metavar="LABEL[=VALUE]"),
+    Flag("ignore-health", _switch, False, "answer starting and unhealthy holders too, as "
+         "Docker does (docs/health.md)", switch=True),
 )
 
 

@@ -72,6 +72,8 @@ class Config:
     no_upstream: bool = False
     takeover_only: str | None = None  # LABEL[=VALUE]: only containers carrying it
     cache_size: int = DEFAULT_CACHE_SIZE  # upstream answers kept; 0: none
+    # --ignore-health: answer every holder whatever its healthcheck says (docs/health.md).
+    ignore_health: bool = False
 
     @property
     def engine_description(self) -> str:

@@ -57,6 +57,16 @@ class EndpointInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ServicePort:
+    """A service a container offers to SRV queries (docs/srv.md): a port number it exposes
+    (`service` is then that number as text) or a name declared by label; lower-case."""
+
+    service: str
+    proto: str  # "tcp" or "udp"
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerInfo:
     """A running container and its endpoints, in the order the engine reported them.
 
@@ -73,6 +83,10 @@ class ContainerInfo:
     # The container set an `ndots` resolver option (--dns-opt ndots:N): Docker then answers
     # single-label A/AAAA misses with NOERROR/empty so the stub walks its search list.
     ndots_set: bool = False
+    # Health (docs/health.md): False while its healthcheck says `starting` or `unhealthy`.
+    ready: bool = True
+    # What `_<service>._<proto>.<name>` finds for it (docs/srv.md), in declaration order.
+    services: tuple[ServicePort, ...] = ()
 
     @property
     def short_id(self) -> str:

@@ -81,7 +81,8 @@ class Server:
         self.config = config
         self.table = table if table is not None else build_table(config)
         policy = Policy(ttl=config.ttl, alias_order=AliasOrder(config.alias_order),
-                        domain=config.domain, forwarding=bool(config.upstreams))
+                        domain=config.domain, forwarding=bool(config.upstreams),
+                        health=not config.ignore_health)
         limiter = None
         if config.rate_limit > 0:
             limiter = RateLimiter(config.rate_limit, config.rate_limit_burst, clock=time.monotonic)

@@ -1,6 +1,7 @@
 # The dnspython path: queries the fast parser will not take (extra records, TSIG, odd OPT,
-# trailing bytes), answers with an authority section (--domain SOA), and the reference the
-# fast path is tested against byte for byte. Pure: bytes in, bytes out.
+# trailing bytes), answers with an authority section (--domain SOA) or an additional one (SRV
+# targets' addresses, dropped without TC when they do not fit), and the reference the fast
+# path is tested against byte for byte. Pure: bytes in, bytes out.
 from __future__ import annotations
 
 import random
@@ -113,9 +114,11 @@ def render_with_dnspython(parsed: ParsedSlow, answer: LocalAnswer, max_size: int
         rrset = dns.rrset.RRset(name, record.rdata.rdclass, record.rdata.rdtype)
         rrset.add(record.rdata, record.ttl)
         response.answer.append(rrset)
-    for name, record in answer.authority:
-        rrset = dns.rrset.RRset(name, record.rdata.rdclass, record.rdata.rdtype)
-        rrset.add(record.rdata, record.ttl)
-        response.authority.append(rrset)
+    for section, extra in ((response.authority, answer.authority),
+                           (response.additional, answer.additional)):
+        for name, record in extra:
+            rrset = dns.rrset.RRset(name, record.rdata.rdclass, record.rdata.rdtype)
+            rrset.add(record.rdata, record.ttl)
+            section.append(rrset)
     return response.to_wire(max_size=max_size, prefer_truncation=True)
 

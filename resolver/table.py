@@ -208,7 +208,8 @@ class NameTable:
             for name in container.dns_names(ep):
                 key = name.lower()
                 seq = self._registered.get((cid, network.id, key), 0)
-                holder = Holder(cid, container.name, ep.ipv4, ep.ipv6)
+                holder = Holder(cid, container.name, ep.ipv4, ep.ipv6, container.ready,
+                                container.services)
                 holders.setdefault(key, []).append((seq, holder))
         return NetworkRecords.build(network, holders)
 

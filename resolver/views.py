@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
-from resolver.model import ContainerInfo, IPAddress, IPNetwork, NetworkInfo
+from resolver.model import ContainerInfo, IPAddress, IPNetwork, NetworkInfo, ServicePort
 
 # Without configuration, loopback only: the host itself may see every network, nobody else.
 LOOPBACK_SOURCES = ("127.0.0.0/8", "::1/128")
@@ -22,6 +22,8 @@ class Holder:
     primary_name: str
     ipv4: IPv4Address | None
     ipv6: IPv6Address | None
+    ready: bool = True  # health (docs/health.md)
+    services: tuple[ServicePort, ...] = ()  # SRV (docs/srv.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,21 @@ def candidate_splits(name: str) -> list[tuple[str, str | None]]:
 def resolve_name(view: View, name: str) -> tuple[Holder, ...] | None:
     """Holders of `name` (lower-case, no trailing dot) in the first network of `view` that has
     it, trying link aliases before names at each split; None when the view has no such name."""
+    found = resolve_name_in(view, name)
+    return None if found is None else found[1]
+
+
+def answering(holders: tuple[Holder, ...], health: bool) -> tuple[Holder, ...]:
+    """The holders that answer for a name on one network (docs/health.md): the ready ones when
+    any is ready, else all of them (fail open). Registration order is kept."""
+    if not health or all(h.ready for h in holders):
+        return holders
+    ready = tuple(h for h in holders if h.ready)
+    return ready or holders
+
+
+def resolve_name_in(view: View, name: str) -> tuple[NetworkRecords, tuple[Holder, ...]] | None:
+    """resolve_name, with the network the holders were found on."""
     for request, network_key in candidate_splits(name):
         for alias_pass in (True, False):
             for entry in view.entries:
@@ -179,7 +196,7 @@ def resolve_name(view: View, name: str) -> tuple[Holder, ...] | None:
                     target = request
                 holders = entry.records.holders.get(target)
                 if holders:
-                    return holders
+                    return entry.records, holders
     return None
 
 

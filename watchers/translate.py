@@ -22,13 +22,15 @@ from resolver.model import (
     LinkAlias,
     NetworkInfo,
 )
+from watchers.discovery import is_health_event, ready_from_inspect, services_from_inspect
 
 _Address = TypeVar("_Address", IPv4Address, IPv6Address)
 log = logging.getLogger(__name__)
 
 # Container actions after which its running state, name or endpoints may differ: re-inspect.
-# `kill` may be a mere signal, so it is re-inspected too. `pause`/`unpause` keep the endpoints (a
-# paused container keeps its names, as in Docker) and `create` is not running yet: ignored.
+# `kill` may be a mere signal, so it is re-inspected too, and so is `health_status: ...`
+# (readiness, docs/health.md). `pause`/`unpause` keep the endpoints (a paused container keeps
+# its names, as in Docker) and `create` is not running yet: ignored.
 CONTAINER_REFRESH_ACTIONS = frozenset({"start", "restart", "kill", "rename"})
 # Actions that mean the container's endpoints left, whatever an inspect says by the time we read
 # it (a restart may already be under way): the names leave now and rejoin at the end of their
@@ -92,6 +94,8 @@ def container_from_inspect(data: Any) -> ContainerInfo | None:
         started_at=_str(state, "StartedAt"),
         created_at=_str(data, "Created"),
         ndots_set=_sets_ndots(_map(data, "HostConfig").get("DnsOptions")),
+        ready=ready_from_inspect(data),
+        services=services_from_inspect(data, name),
     )
 
 
@@ -214,7 +218,7 @@ def classify_event(event: Any) -> EventAction:
     actor = _map(event, "Actor")
     actor_id = _str(actor, "ID")
     if kind == "container" and actor_id:
-        if action in CONTAINER_REFRESH_ACTIONS:
+        if action in CONTAINER_REFRESH_ACTIONS or is_health_event(action):
             return EventAction(EventKind.REFRESH_CONTAINER, actor_id, time_nano=when)
         if action in CONTAINER_GONE_ACTIONS:
             return EventAction(EventKind.REMOVE_CONTAINER, actor_id, time_nano=when)
