@@ -1,9 +1,10 @@
-# A reference model of docs/ for the property tests: a plain record of the world (networks,
-# running containers, one registration number per (container, network, name)) and an answer
-# function that scans all of it for every question, straight from the docs' words. Written
-# for clarity, not speed; it shares no logic with resolver.table or resolver.views (records
-# from resolver.model are only its inputs), so the two can be compared. Also a toy engine
-# (Engine) that plays Docker's side: containers, stopped ones included, and their inspect records.
+# A reference model of docs/ for the property tests (health and SRV included): a plain record
+# of the world (networks, running containers, one registration number per (container, network,
+# name)) and an answer function that scans all of it for every question, straight from the
+# docs' words. Written for clarity, not speed; it shares no logic with resolver.table or
+# resolver.views (records from resolver.model are only its inputs), so the two can be compared.
+# Also a toy engine (Engine) that plays Docker's side: containers, stopped ones included, and
+# their inspect records.
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
-from resolver.model import ContainerInfo, EndpointInfo, EngineState, LinkAlias, NetworkInfo
+from resolver.model import (
+    ContainerInfo,
+    EndpointInfo,
+    EngineState,
+    LinkAlias,
+    NetworkInfo,
+    ServicePort,
+)
 
 # docs/views.md: the default --host-view-from.
 HOST_VIEW_FROM = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
@@ -21,6 +29,10 @@ HOSTS = range(2, 12)  # host numbers the toy engine hands out on a network
 NETWORK_VIEW_HOST = 250  # never handed out: a client the events have not delivered yet
 STRANGERS = ("10.255.0.1", "fd99::1")
 HOST_VIEW = "127.0.0.1"
+# Services a toy container may offer: port numbers (exposed) and names (labels).
+SERVICE_POOL = (ServicePort("80", "tcp", 80), ServicePort("53", "udp", 53),
+                ServicePort("web", "tcp", 8080))
+SERVICE_ASKED = (("80", "tcp"), ("53", "udp"), ("web", "tcp"), ("80", "udp"))
 BRIDGE = NetworkInfo("net-bridge", "bridge", (ip_network("172.17.0.0/16"),), user_defined=False)
 
 
@@ -194,9 +206,58 @@ class ReferenceModel:
             if target is not None:
                 return Expected("NOERROR", (target,))
         holdings = self.lookup(view, name)
+        if holdings is not None:
+            return Expected("NOERROR", self.addresses(answering(holdings), qtype, order))
+        service = self.service_answer(view, name, qtype, order)
+        if service is not None:
+            return service
+        return Expected("FORWARD" if view.may_forward else "SERVFAIL")
+
+    def service_answer(self, view: ModelView, name: str, qtype: str,
+                       order: str) -> Expected | None:
+        """docs/srv.md: `_<service>._<proto>.<name>` with <proto> tcp or udp and <name> local:
+        one record per holder offering the service (health as docs/health.md), priorities 0, 1, 2... (our
+        `first` and `ordered`; weight 0), target `<container name>.<network>.`, kept only when
+        it resolves from this view to exactly that holder (docs/srv.md). A local <name> without
+        the service: NXDOMAIN; other types, and `_<proto>.<name>`: NODATA. None: not a
+        service name of a local name (the usual rules apply)."""
+        labels = name.split(".")
+        if len(labels) >= 3 and labels[0][:1] == "_" and labels[0] != "_" \
+                and labels[1] in ("_tcp", "_udp"):
+            service, proto, rest = labels[0][1:], labels[1][1:], ".".join(labels[2:])
+        elif len(labels) >= 2 and labels[0] in ("_tcp", "_udp"):
+            service, proto, rest = None, labels[0][1:], ".".join(labels[1:])
+        else:
+            return None
+        holdings = self.lookup(view, rest)
         if holdings is None:
-            return Expected("FORWARD" if view.may_forward else "SERVFAIL")
-        return Expected("NOERROR", self.addresses(holdings, qtype, order))
+            return None
+        if service is None:
+            return Expected("NOERROR")
+        offering = [(h, offered_port(h.container, service, proto)) for h in holdings]
+        offering = [(h, port) for h, port in offering if port is not None]
+        if not offering:
+            return Expected("NXDOMAIN")
+        if qtype != "SRV":
+            return Expected("NOERROR")
+        chosen = answering([h for h, _ in offering])
+        records: list[str] = []
+        for holding, port in offering:
+            network = self.networks[holding.endpoint.network_id].name
+            target = f"{holding.container.name}.{network}"
+            if holding not in chosen or not self._only(view, target, holding):
+                continue
+            prio = len(records)
+            records.append(f"{prio} 0 {port} {target}.")
+        return Expected("NOERROR", tuple(records))
+
+    def _only(self, view: ModelView, target: str, holding: Holding) -> bool:
+        found = self.lookup(view, target.lower())
+        if found is None:
+            return False
+        answered = answering(found)
+        return [(h.container.id, h.endpoint) for h in answered] == [
+            (holding.container.id, holding.endpoint)]
 
     def lookup(self, view: ModelView, name: str) -> list[Holding] | None:
         """docs/names.md, "Lookup": `a.b.c` as a name in every network of the view,
@@ -250,6 +311,22 @@ class ReferenceModel:
         return None
 
 
+def answering(holdings: list[Holding]) -> list[Holding]:
+    """docs/health.md: when a name has a ready holder on the network, only ready holders answer;
+    when none is ready, every holder answers."""
+    ready = [h for h in holdings if h.container.ready]
+    return ready if ready else holdings
+
+
+def offered_port(container: ContainerInfo, service: str, proto: str) -> int | None:
+    """docs/srv.md: the port behind `_<service>._<proto>`: a port number it exposes with that
+    protocol, or a service it names by label (the toy engine's ServicePorts carry both)."""
+    for offer in container.services:
+        if offer.service == service and offer.proto == proto:
+            return offer.port
+    return None
+
+
 def restart_order(containers: Iterable[ContainerInfo]) -> list[ContainerInfo]:
     """docs/order.md: start time, then creation time, then ID."""
     return sorted(containers, key=lambda c: (c.started_at, c.created_at, c.id))
@@ -286,6 +363,8 @@ class SimContainer:
     left: dict[str, Plan] = field(default_factory=dict)  # plans of networks it disconnected
     started_at: str = ""
     running: bool = False
+    health: str | None = None  # None: no healthcheck; else starting, healthy or unhealthy
+    services: tuple[ServicePort, ...] = ()
 
 
 class Engine:
@@ -339,7 +418,9 @@ class Engine:
     def info(self, sim: SimContainer) -> ContainerInfo:
         endpoints = tuple(self._endpoint(nid, plan) for nid, plan in sim.plans.items())
         return ContainerInfo(sim.id, sim.name, sim.hostname, endpoints,
-                             started_at=sim.started_at, created_at=sim.created_at)
+                             started_at=sim.started_at, created_at=sim.created_at,
+                             ready=sim.health not in ("starting", "unhealthy"),
+                             services=sim.services)
 
     def _endpoint(self, network_id: str, plan: Plan) -> EndpointInfo:
         network = self.networks[network_id]
@@ -382,4 +463,15 @@ class Engine:
         for address in sorted(self.ever_addresses):
             pointer = ip_address(address).reverse_pointer
             asked += [(pointer, "PTR", True), (pointer.upper(), "PTR", False)]
+        return asked + self.service_questions(names, suffixes)
+
+    @staticmethod
+    def service_questions(names: list[str], suffixes: list[str]) -> list[tuple[str, str, bool]]:
+        """SRV for every service of SERVICE_POOL under every name (and under `name.network` for
+        the first network), other types at a service name, the `_<proto>.<name>` node."""
+        asked: list[tuple[str, str, bool]] = []
+        for q in names:
+            asked += [(f"_{svc}._{proto}.{q}", "SRV", True) for svc, proto in SERVICE_ASKED]
+            asked += [(f"_80._tcp.{q}", "TXT", False), (f"_TCP.{q}", "A", False)]
+            asked += [(f"_80._tcp.{q}.{s}", "SRV", False) for s in suffixes[:2]]
         return asked

@@ -25,11 +25,12 @@ from hypothesis.stateful import (
 )
 
 from resolver.handler import Handler
-from resolver.model import LinkAlias
+from resolver.model import LinkAlias, ServicePort
 from resolver.table import NameTable
 from tests.isolation_checks import ORDERS, TOTALS, compare_everything
 from tests.reference_model import (
     BRIDGE,
+    SERVICE_POOL,
     Engine,
     Plan,
     ReferenceModel,
@@ -61,6 +62,10 @@ pick_st = st.integers(0, 9)
 picks_st = st.lists(pick_st, min_size=1, max_size=3, unique=True)
 network_names_st = st.sampled_from(NETWORK_NAMES)
 hostname_st = st.none() | st.sampled_from(CONTAINER_NAMES + ALIASES)
+# No healthcheck, or one (it starts as `starting`); exposed ports and label-named services.
+healthcheck_st = st.booleans()
+services_st = st.lists(st.sampled_from(SERVICE_POOL), max_size=3, unique=True).map(tuple)
+status_st = st.sampled_from(("starting", "healthy", "unhealthy"))
 
 
 class History(RuleBasedStateMachine):
@@ -83,10 +88,12 @@ class History(RuleBasedStateMachine):
     @initialize(networks=st.lists(st.tuples(network_names_st, st.booleans(), st.booleans()),
                                   min_size=1, max_size=3),
                 containers=st.lists(st.tuples(names_st, hostname_st, picks_st, aliases_st,
-                                              links_st), min_size=1, max_size=4))
+                                              links_st, healthcheck_st, services_st),
+                                    min_size=1, max_size=4))
     def topology(self, networks: list[tuple[str, bool, bool]],
                  containers: list[tuple[str, str | None, list[int], tuple[str, ...],
-                                        tuple[LinkAlias, ...]]]) -> None:
+                                        tuple[LinkAlias, ...], bool,
+                                        tuple[ServicePort, ...]]]) -> None:
         """A few networks and running containers to start from."""
         for network in networks:
             self.create_network(*network)
@@ -121,14 +128,18 @@ class History(RuleBasedStateMachine):
 
     @precondition(lambda self: len(self.engine.containers) < len(CONTAINER_NAMES))
     @rule(name=names_st, hostname=hostname_st, picks=picks_st, aliases=aliases_st,
-          links=links_st)
+          links=links_st, healthcheck=healthcheck_st, services=services_st)
     def run(self, name: str, hostname: str | None, picks: list[int],
-            aliases: tuple[str, ...], links: tuple[LinkAlias, ...]) -> None:
-        """`docker run --name N [--hostname H] --network X --network-alias A --link T:L`, and
-        more networks: the links go to the first network."""
+            aliases: tuple[str, ...], links: tuple[LinkAlias, ...], healthcheck: bool = False,
+            services: tuple[ServicePort, ...] = ()) -> None:
+        """`docker run --name N [--hostname H] --network X --network-alias A --link T:L
+        [--health-cmd ...] [--expose P] [-l scopedns.srv.NAME=P]`, and more networks: the links
+        go to the first network."""
         if any(c.name == name for c in self.engine.containers.values()):
             return  # container names are unique
         sim = self.engine.new_container(name, hostname)
+        sim.health = "starting" if healthcheck else None
+        sim.services = services
         for i, pick in enumerate(picks):
             nid = pick_one(list(self.engine.networks), pick)
             sim.plans.setdefault(nid, Plan(0, aliases, links if i == 0 else ()))
@@ -156,7 +167,17 @@ class History(RuleBasedStateMachine):
         self.stop(self.engine.running().index(sim))
         self._start(sim, new_address)
 
+    @precondition(lambda self: any(c.health for c in self.engine.running()))
+    @rule(pick=pick_st, status=status_st)
+    def health_changes(self, pick: int, status: str) -> None:
+        """A healthcheck flips: the `health_status` event makes the watcher re-inspect."""
+        sim = pick_one([c for c in self.engine.running() if c.health], pick)
+        sim.health = status
+        self._upsert(sim)
+
     def _start(self, sim: SimContainer, new_address: bool) -> None:
+        if sim.health is not None:
+            sim.health = "starting"  # the engine starts every healthcheck over
         for nid, plan in sim.plans.items():
             plan.host = self.engine.free_host(nid, 0 if new_address else plan.host)
         sim.running, sim.started_at = True, self.engine.tick()
