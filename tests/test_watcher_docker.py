@@ -207,3 +207,26 @@ async def test_unreachable_engine_never_syncs_and_never_raises() -> None:
     assert not task.done() and not table.synced
     await watcher.close()
     await asyncio.wait_for(task, 2)  # close() ends run() without an exception
+
+
+async def test_health_status_events_update_readiness_and_ports(
+    engine_cli: Engine, start_watcher: WatcherFactory
+) -> None:
+    """docs/health.md, docs/srv.md: `health_status` events make the watcher re-inspect, and
+    readiness and offered ports come from the inspect."""
+    table = await start_watcher()
+    net = f"{engine_cli.prefix}-net"
+    await engine_cli.network("net")
+    cid = await engine_cli.run("checked", "--network", net, "--network-alias", "hsvc",
+                               "--expose", "8080", "--label", "scopedns.srv.web=80/udp",
+                               "--health-cmd", "test -f /ready", "--health-interval", "1s",
+                               "--health-retries", "1", "--health-start-period", "60s")
+    await eventually(lambda: table.container(cid) is not None, "container after start")
+    info = table.container(cid)
+    assert info is not None and not info.ready  # starting
+    assert {(s.service, s.proto, s.port) for s in info.services} == {
+        ("8080", "tcp", 8080), ("web", "udp", 80)}
+    await engine_cli.docker("exec", f"{engine_cli.prefix}-checked", "touch", "/ready")
+    await eventually(lambda: getattr(table.container(cid), "ready", False), "healthy", 20)
+    await engine_cli.docker("exec", f"{engine_cli.prefix}-checked", "rm", "/ready")
+    await eventually(lambda: not getattr(table.container(cid), "ready", True), "unhealthy", 20)
