@@ -116,15 +116,26 @@ def test_a_bad_environment_value_is_one_line_naming_variable_and_flag(
     assert variable in lines[0] and f"--{flag}" in lines[0] and reason in lines[0], lines
 
 
-def test_a_bad_switch_in_the_environment(capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize("switch", ["no-upstream", "ignore-health"])
+def test_a_bad_switch_in_the_environment(switch: str, capsys: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SCOPEDNS_NO_UPSTREAM", "perhaps")
+    variable = "SCOPEDNS_" + switch.replace("-", "_").upper()
+    monkeypatch.setenv(variable, "perhaps")
     code, lines = run_main(["serve"], capsys)
-    assert code == 2 and "SCOPEDNS_NO_UPSTREAM (--no-upstream)" in lines[0]
+    assert code == 2 and f"{variable} (--{switch})" in lines[0]
+
+
+def test_ignore_health(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/health.md: health-aware answers unless --ignore-health."""
+    assert config([], tmp_path).ignore_health is False
+    assert config(["--ignore-health"], tmp_path).ignore_health is True
+    monkeypatch.setenv("SCOPEDNS_IGNORE_HEALTH", "yes")
+    assert config([], tmp_path).ignore_health is True
 
 
 def test_every_flag_has_a_bad_value_case() -> None:
-    checked = {flag for flag, _, _ in BAD_VALUES} | {"no-upstream", "snapshot", "takeover"}
+    checked = ({flag for flag, _, _ in BAD_VALUES}
+               | {"no-upstream", "snapshot", "takeover", "ignore-health"})
     assert checked == {flag.name for flag in SERVE_FLAGS}
 
 

@@ -13,8 +13,7 @@ import dns.rdatatype
 import pytest
 from dns.rcode import NXDOMAIN
 
-from resolver.answer import FORWARD, LocalAnswer, Policy, decide
-from resolver.config import AliasOrder
+from resolver.answer import FORWARD, AliasOrder, LocalAnswer, Policy, decide
 from resolver.model import ContainerInfo
 from resolver.table import NameTable
 from tests.topology import Topology, attach, container, network

@@ -15,12 +15,11 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from resolver.answer import FORWARD, LocalAnswer, Policy, decide
-from resolver.config import AliasOrder
+from resolver.answer import FORWARD, AliasOrder, LocalAnswer, Policy, decide
 from resolver.handler import Handler
 from resolver.model import ServicePort
-from resolver.slowpath import ParsedSlow, parse_with_dnspython
 from resolver.table import NameTable
+from tests.test_wire import dnspython_reply
 from tests.topology import Topology, attach, container, network
 from watchers.discovery import services_from_inspect
 
@@ -125,20 +124,18 @@ def test_target_resolves_to_exactly_that_holder() -> None:
 # ----- on the wire ----------------------------------------------------------------------------
 
 
-def wire(h: Handler, qname: str, tcp: bool = False, payload: int | None = None,
-         source: str = SOURCE) -> tuple[bytes, dns.message.Message]:
+def wire(t: NameTable, policy: Policy, qname: str, tcp: bool = False,
+         payload: int | None = None) -> tuple[bytes, dns.message.Message]:
     query = dns.message.make_query(qname, "SRV", use_edns=payload is not None,
                                    payload=payload or 0)
-    out = h.handle(query.to_wire(), source, tcp)
+    out = Handler(t, policy).handle(query.to_wire(), SOURCE, tcp)
     assert isinstance(out, bytes)
-    parsed = parse_with_dnspython(query.to_wire())
-    assert isinstance(parsed, ParsedSlow)
-    assert out == h.render_slow(parsed, source, tcp)  # both paths, same bytes
+    assert out == dnspython_reply(t, policy, query.to_wire(), SOURCE, tcp)  # same bytes
     return out, dns.message.from_wire(out)
 
 
 def test_additional_section_carries_the_targets_addresses() -> None:
-    _, reply = wire(Handler(table(), Policy()), "_8080._tcp.api")
+    _, reply = wire(table(), Policy(), "_8080._tcp.api")
     extra = sorted((rrset.name.to_text(), rd.to_text())
                    for rrset in reply.additional for rd in rrset)
     assert extra == [("api1.svcnet.", "172.60.0.2"), ("api1.svcnet.", "fd00:60::2"),
@@ -153,27 +150,26 @@ def many_holders() -> NameTable:
 
 
 def test_big_answer_truncates_over_udp_and_is_whole_over_tcp() -> None:
-    h = Handler(many_holders(), Policy(alias_order=AliasOrder.ORDERED))
-    out, reply = wire(h, "_8080._tcp.big")
+    h = (many_holders(), Policy(alias_order=AliasOrder.ORDERED))
+    out, reply = wire(*h, "_8080._tcp.big")
     assert reply.flags & dns.flags.TC and len(out) <= 512 and not reply.additional
-    _, whole = wire(h, "_8080._tcp.big", tcp=True)
+    _, whole = wire(*h, "_8080._tcp.big", tcp=True)
     assert not whole.flags & dns.flags.TC
     assert sum(len(r) for r in whole.answer) == 30 and sum(len(r) for r in whole.additional) == 60
 
 
 def test_additional_records_are_dropped_without_tc_when_answers_fit() -> None:
-    h = Handler(many_holders(), Policy(alias_order=AliasOrder.ORDERED))
-    _, reply = wire(h, "_8080._tcp.big", payload=3000)
+    _, reply = wire(many_holders(), Policy(alias_order=AliasOrder.ORDERED), "_8080._tcp.big",
+                    payload=3000)
     answers = sum(len(r) for r in reply.answer)
     assert answers == 30 and not reply.flags & dns.flags.TC
     assert 0 < sum(len(r) for r in reply.additional) < 60
 
 
 def test_nxdomain_and_nodata_on_both_paths() -> None:
-    h = Handler(table(), Policy())
-    _, reply = wire(h, "_9999._tcp.api")
+    _, reply = wire(table(), Policy(), "_9999._tcp.api")
     assert reply.rcode() == dns.rcode.NXDOMAIN and not reply.answer
-    _, reply = wire(h, "_tcp.api")
+    _, reply = wire(table(), Policy(), "_tcp.api")
     assert reply.rcode() == dns.rcode.NOERROR and not reply.answer
 
 
