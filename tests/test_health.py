@@ -5,8 +5,10 @@
 # and `health_status` events.
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 import dns.rdatatype
@@ -14,10 +16,11 @@ import pytest
 from dns.rcode import NXDOMAIN
 
 from resolver.answer import FORWARD, AliasOrder, LocalAnswer, Policy, decide
-from resolver.model import ContainerInfo
+from resolver.model import ContainerInfo, ServicePort
 from resolver.table import NameTable
 from tests.topology import Topology, attach, container, network
 from watchers.discovery import ready_from_inspect
+from watchers.snapshot import parse_snapshot
 from watchers.translate import EventKind, classify_event
 
 ALPHA = network("alpha", "172.40.0.0/24")
@@ -148,3 +151,22 @@ def test_health_events_reinspect_the_container(action: str) -> None:
     event = {"Type": "container", "Action": action, "Actor": {"ID": "abc"}, "timeNano": 5}
     got = classify_event(event)
     assert got.kind is EventKind.REFRESH_CONTAINER and got.container_id == "abc"
+
+
+def test_a_snapshot_carries_health_and_services() -> None:
+    """The snapshot source reads the engine's own inspect objects: readiness and offered
+    ports come through it as through the live watcher."""
+    data = Path(__file__).parent / "data"
+    containers = [c for c in json.loads((data / "docker_containers.json").read_text())
+                  if c["State"].get("Running")]
+    sick = {**containers[0], "State": {**containers[0]["State"],
+                                       "Health": {"Status": "unhealthy"}},
+            "Config": {**containers[0]["Config"], "ExposedPorts": {"8080/tcp": {}}}}
+    document = {"scopedns_snapshot": 1, "taken_at": "2026-11-28T14:00:00Z",
+                "networks": json.loads((data / "docker_networks.json").read_text()),
+                "containers": [sick, *containers[1:]]}
+    state = parse_snapshot(document, "test")
+    by_id = {c.id: c for c in state.containers}
+    assert by_id[sick["Id"]].ready is False
+    assert ServicePort("8080", "tcp", 8080) in by_id[sick["Id"]].services
+    assert all(by_id[c["Id"]].ready for c in containers[1:] if c["Id"] in by_id)
