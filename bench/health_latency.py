@@ -37,7 +37,7 @@ from bench.engine_latency import (
     summarize,
     terminate_as_interrupt,
 )
-from bench.suite.procs import free_port
+from testkit.ports import free_port
 
 HEALTH = ("--health-cmd", "test -f /ready", "--health-interval", "1s", "--health-retries", "1",
           "--health-start-period", "60s")

@@ -18,7 +18,7 @@ from dns.rcode import NXDOMAIN
 from resolver.answer import FORWARD, AliasOrder, LocalAnswer, Policy, decide
 from resolver.model import ContainerInfo, ServicePort
 from resolver.table import NameTable
-from tests.topology import Topology, attach, container, network
+from testkit.topology import Topology, attach, container, network
 from watchers.discovery import ready_from_inspect
 from watchers.snapshot import parse_snapshot
 from watchers.translate import EventKind, classify_event

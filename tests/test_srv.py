@@ -19,8 +19,8 @@ from resolver.answer import FORWARD, AliasOrder, LocalAnswer, Policy, decide
 from resolver.handler import Handler
 from resolver.model import ServicePort
 from resolver.table import NameTable
+from testkit.topology import Topology, attach, container, network
 from tests.test_wire import dnspython_reply
-from tests.topology import Topology, attach, container, network
 from watchers.discovery import services_from_inspect
 
 NET = network("svcnet", "172.60.0.0/24", ipv6="fd00:60::/64")
