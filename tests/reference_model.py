@@ -216,9 +216,9 @@ class ReferenceModel:
     def service_answer(self, view: ModelView, name: str, qtype: str,
                        order: str) -> Expected | None:
         """docs/srv.md: `_<service>._<proto>.<name>` with <proto> tcp or udp and <name> local:
-        one record per holder offering the service (health as docs/health.md), priorities 0, 1, 2... (our
-        `first` and `ordered`; weight 0), target `<container name>.<network>.`, kept only when
-        it resolves from this view to exactly that holder (docs/srv.md). A local <name> without
+        one record per holder offering the service (health as docs/health.md), priorities 0,
+        1, 2... (`first` and `ordered`; weight 0), target `<container name>.<network>.`, kept
+        only when it resolves from this view to exactly that holder. A local <name> without
         the service: NXDOMAIN; other types, and `_<proto>.<name>`: NODATA. None: not a
         service name of a local name (the usual rules apply)."""
         labels = name.split(".")
