@@ -8,11 +8,15 @@
 # the tolerance. Needs root for nothing; dnsperf and taskset from Debian.
 #
 #   python -m bench.ab --base REV [--pairs 6] [--seconds 6] [--rate 20000] [--tolerance 0.03]
+#                         [--head-flags '--http 127.0.0.1:0'] [--base-flags ...]
+# --head-flags, --base-flags: serve flags for one side only; with --base HEAD this measures
+# what a flag costs (e.g. --http: every query counted, docs/operations.md).
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -41,6 +45,7 @@ class Side:
     tree: Path
     port: int = 0
     pid: int = 0
+    flags: tuple[str, ...] = ()
 
 
 def export_revision(revision: str, into: Path) -> Path:
@@ -64,7 +69,8 @@ def launch(side: Side, snapshot: Path, server_cpu: str | None, cleanup: Cleanup,
            workdir: Path) -> None:
     side.port = free_port()
     argv = [sys.executable, "-m", "resolver", "serve", "--snapshot", str(snapshot),
-            "--listen", f"127.0.0.1:{side.port}", "--no-upstream", "--log-level", "warning"]
+            "--listen", f"127.0.0.1:{side.port}", "--no-upstream", "--log-level", "warning",
+            *side.flags]
     with (workdir / f"{side.label}.log").open("ab") as log:
         # cwd and PYTHONPATH: `python -m resolver` imports that tree's package, not ours.
         process = subprocess.Popen(pinned(argv, server_cpu), cwd=side.tree, stdout=log,
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rate", type=float, default=20_000.0)
     parser.add_argument("--tolerance", type=float, default=0.03)
+    parser.add_argument("--head-flags", default="", help="extra serve flags for head only")
+    parser.add_argument("--base-flags", default="", help="extra serve flags for base only")
     args = parser.parse_args(argv)
     server_cpu, client_cpu = cpu_sets()
     cleanup = Cleanup()
@@ -127,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def compare(args: argparse.Namespace, workdir: Path, cleanup: Cleanup, server_cpu: str | None,
             client_cpu: str | None) -> int:
-    base = Side("base", export_revision(args.base, Path(tempfile.mkdtemp(dir=workdir))))
-    head = Side("head", ROOT)
+    base = Side("base", export_revision(args.base, Path(tempfile.mkdtemp(dir=workdir))),
+                flags=tuple(shlex.split(args.base_flags)))
+    head = Side("head", ROOT, flags=tuple(shlex.split(args.head_flags)))
     snapshot, names = make_snapshot(workdir)
     queries = workdir / "queries.txt"
     queries.write_text("".join(f"{name} A\n" for name in names))

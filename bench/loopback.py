@@ -105,11 +105,13 @@ def _wait_for_udp(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not answer within 30 s")
 
 
-def start_scopedns(port: int = 0, tree: Path | None = None) -> Running:
+def start_scopedns(port: int = 0, tree: Path | None = None, http: bool = False) -> Running:
     """scopedns with the bench topology on 127.0.0.1:port, no upstream. `tree`: another
-    checkout to run (its resolver/ with this bench/ copied in), e.g. to compare with HEAD."""
+    checkout to run (its resolver/ with this bench/ copied in), e.g. to compare with HEAD.
+    `http`: with --http on (queries counted, /metrics served)."""
     port = port or free_port()
-    argv = [sys.executable, "-m", "bench.loopback", "--port", str(port)]
+    argv = [sys.executable, "-m", "bench.loopback", "--port", str(port),
+            *(["--http", str(free_port())] if http else [])]
     process = subprocess.Popen(argv, cwd=tree or Path(__file__).resolve().parent.parent)
     _wait_for_udp(port, process)
     return Running(process, port, [process.pid])
@@ -145,21 +147,33 @@ class FixedTable:
         pass
 
 
-async def _serve(port: int) -> None:
-    config = Config(listen=((HOST_ADDRESS, port),), upstreams=())
+async def _serve(port: int, http_port: int | None = None) -> None:
+    config = Config(listen=((HOST_ADDRESS, port),), upstreams=(),
+                    http=(HOST_ADDRESS, http_port) if http_port else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await run_until_stopped(Server(config, build_table()), FixedTable(), stop)
+    server = Server(config, build_table())
+    http = None
+    if http_port:
+        from resolver.http import start_http
+
+        http = await start_http(server, None, "the bench topology")
+    try:
+        await run_until_stopped(server, FixedTable(), stop)
+    finally:
+        if http is not None:
+            await http.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--http", type=int, help="also serve --http on this port")
     args = parser.parse_args()
     import uvloop
-    uvloop.run(_serve(args.port))
+    uvloop.run(_serve(args.port, args.http))
 
 
 if __name__ == "__main__":

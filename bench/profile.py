@@ -159,6 +159,8 @@ def start_server(kind: str, workdir: Path) -> Running:
         return start_dnsmasq(workdir / "hosts")
     if kind == "scopedns":
         return start_scopedns()
+    if kind == "scopedns-http":  # --http on: every query counted for /metrics
+        return start_scopedns(http=True)
     return start_scopedns(tree=Path(kind))
 
 
@@ -187,7 +189,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="dnsperf load against a loopback server")
     parser.add_argument("--profile", choices=["a", "b"], default="a")
     parser.add_argument("--server", default="scopedns",
-                        help="comma-separated, run in turn: scopedns, dnsmasq or a tree path")
+                        help="comma-separated, run in turn: scopedns, scopedns-http, dnsmasq "
+                             "or a tree path")
     parser.add_argument("--rate", type=int, default=20_000)
     parser.add_argument("--saturate", action="store_true", help="-c 4 -q 100, no rate limit")
     parser.add_argument("--seconds", type=int, default=10)

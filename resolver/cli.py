@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -37,6 +36,8 @@ from resolver.config import (
 
 ENV_PREFIX = "SCOPEDNS_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+HTTP_PORT = 9153  # --http without a port: CoreDNS's metrics port
 DOCKER_SCHEMES = ("unix://", "tcp://", "http://", "https://", "ssh://", "npipe://")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
@@ -190,6 +191,13 @@ SERVE_FLAGS = (
          "label (default: every container)", metavar="LABEL[=VALUE]"),
     Flag("ignore-health", _switch, False, "answer starting and unhealthy holders too, as "
          "Docker does (docs/health.md)", switch=True),
+    # Operations (docs/operations.md).
+    Flag("http", lambda text: parse_host_port(text, HTTP_PORT), None, "serve /metrics, "
+         "/healthz, /readyz and /v1/clients here (default off; port 9153 if none; it reveals "
+         "the table: keep it on loopback or a management network)", metavar="ADDR[:PORT]"),
+    Flag("log-format", _one_of(LOG_FORMATS), "text", "text or json lines (default text)"),
+    Flag("log-queries", _switch, False, "log one line per query (at most 50 a second) with "
+         "client, view, name, type, rcode and how it was answered", switch=True),
 )
 
 
@@ -226,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     resolv.add_argument("--search", action="append", default=[], metavar="DOMAIN")
     resolv.add_argument("--ndots", type=int, default=0, help="(default %(default)s, as Docker)")
     _add_release_command(commands)
+    explain = commands.add_parser(
+        "explain", help="ask a running server (--http) what ADDRESS sees and NAME resolves to")
+    explain.add_argument("address", metavar="ADDRESS", help="a client's IP address")
+    explain.add_argument("name", metavar="NAME", nargs="?", help="a name to resolve for it")
+    explain.add_argument("--http", metavar="ADDR:PORT",
+                         default=os.environ.get("SCOPEDNS_HTTP", f"127.0.0.1:{HTTP_PORT}"),
+                         help="the server's --http (default %(default)s)")
+    explain.add_argument("--json", action="store_true", help="print the server's JSON")
     return parser
 
 
@@ -367,8 +383,9 @@ def _serve_command(args: argparse.Namespace) -> int:
     if problem:
         print(f"scopedns: error: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from resolver.logs import configure_logging
+
+    configure_logging(config.log_level, config.log_format)
     try:
         import uvloop
 
@@ -389,4 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _resolv_conf_command(args)
     if args.command == "release":
         return _release_command(args)
+    if args.command == "explain":
+        from resolver.explain_client import explain_command
+
+        return explain_command(args.http, args.address, args.name, args.json)
     return _serve_command(args)

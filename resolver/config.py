@@ -74,6 +74,10 @@ class Config:
     cache_size: int = DEFAULT_CACHE_SIZE  # upstream answers kept; 0: none
     # --ignore-health: answer every holder whatever its healthcheck says (docs/health.md).
     ignore_health: bool = False
+    # Operations (docs/operations.md): the --http listener (None: off), log format, query log.
+    http: tuple[str, int] | None = None
+    log_format: str = "text"
+    log_queries: bool = False
 
     @property
     def engine_description(self) -> str:

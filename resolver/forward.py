@@ -13,6 +13,7 @@ import secrets
 import socket
 import struct
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
@@ -20,6 +21,7 @@ from dns.rcode import REFUSED, SERVFAIL
 
 from resolver.cache import AnswerCache
 from resolver.health import UpstreamHealth
+from resolver.stats import UpstreamStats
 from resolver.upstream_reply import fit_udp, matches
 from resolver.wire import Query
 
@@ -83,6 +85,10 @@ class Forwarder:
         self.health = health or UpstreamHealth([str(u) for u in self.upstreams])
         self._probes: set[asyncio.Task[None]] = set()
         self._pending: set[UdpForward] = set()
+        # Per upstream tries, outcomes and latency, read by /metrics (docs/operations.md).
+        self.stats: defaultdict[Upstream, UpstreamStats] = defaultdict(UpstreamStats)
+        for upstream in (*self.upstreams, *(self.tcp_upstreams or ())):
+            self.stats[upstream] = UpstreamStats()
 
     @property
     def plain_sockets(self) -> bool:
@@ -159,6 +165,9 @@ class Forwarder:
         next upstream (SERVFAIL, REFUSED). Answers go to the cache first."""
         self.health.succeeded(index)
         rcode = reply[3] & 0x0F
+        outcomes = self.stats[self.upstreams[index]].outcomes
+        outcomes["answer" if rcode not in _TRY_NEXT else
+                 "servfail" if rcode == SERVFAIL else "refused"] += 1
         if rcode in _TRY_NEXT:
             log.info("upstream %s answered rcode %d for %s", self.upstreams[index], rcode,
                      query.qname)
@@ -199,10 +208,15 @@ class Forwarder:
         upstream_id = secrets.randbelow(65536)
         outgoing = struct.pack("!H", upstream_id) + data[2:]
         exchange = _exchange_tcp if tcp else _exchange_udp
+        stats = self.stats[upstream]
+        started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                return await exchange(self._open_socket, upstream, outgoing, query, upstream_id)
+                reply = await exchange(self._open_socket, upstream, outgoing, query, upstream_id)
+            stats.latency.observe(time.monotonic() - started)
+            return reply
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+            stats.outcomes["timeout" if isinstance(error, TimeoutError) else "error"] += 1
             log.info("upstream %s failed for %s: %s", upstream, query.qname,
                      type(error).__name__ if isinstance(error, TimeoutError) else error)
             return None
@@ -212,8 +226,8 @@ class UdpForward:
     """One query forwarded over UDP as callbacks on the loop (a reader and a timer per try,
     no task, no future): the same tries, checks and budget as Forwarder._try_each."""
 
-    __slots__ = ("_deadline", "_deliver", "_forwarder", "_index", "_loop", "_order", "_sock",
-                 "_timer", "_upstream_id", "data", "query")
+    __slots__ = ("_deadline", "_deliver", "_forwarder", "_index", "_loop", "_order",
+                 "_sent_at", "_sock", "_timer", "_upstream_id", "data", "query")
 
     def __init__(self, forwarder: Forwarder, query: Query, data: bytes,
                  deliver: Callable[[bytes | None], None]) -> None:
@@ -227,6 +241,7 @@ class UdpForward:
         self._sock: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._upstream_id = 0
+        self._sent_at = 0.0
 
     def start(self) -> None:
         self._guarded(self._begin)
@@ -264,6 +279,7 @@ class UdpForward:
         self._sock = sock
         self._loop.add_reader(sock.fileno(), self._readable)
         self._timer = self._loop.call_later(timeout, self._timed_out)
+        self._sent_at = time.monotonic()
         return True
 
     def _readable(self) -> None:
@@ -295,7 +311,9 @@ class UdpForward:
                 self._log_failure(error)
                 self._try_next()
                 return
+            stats = self._forwarder.stats[self._forwarder.upstreams[self._index]]
             if matches(reply, self.query, self._upstream_id):
+                stats.latency.observe(time.monotonic() - self._sent_at)
                 self._end_try()
                 relayed = self._forwarder.relayed(self._index, self.query, self.data, reply,
                                                   False)
@@ -304,6 +322,7 @@ class UdpForward:
                 else:
                     self._finish(relayed)
                 return
+            stats.outcomes["spoof_dropped"] += 1
 
     def _after_timeout(self) -> None:
         self._end_try()
@@ -312,6 +331,8 @@ class UdpForward:
 
     def _log_failure(self, error: Exception) -> None:
         self._forwarder.health.failed(self._index)
+        stats = self._forwarder.stats[self._forwarder.upstreams[self._index]]
+        stats.outcomes["timeout" if isinstance(error, TimeoutError) else "error"] += 1
         log.info("upstream %s failed for %s: %s", self._forwarder.upstreams[self._index],
                  self.query.qname,
                  type(error).__name__ if isinstance(error, TimeoutError) else error)

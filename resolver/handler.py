@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import NamedTuple
 
-from dns.rcode import BADVERS, SERVFAIL
+from dns.rcode import BADVERS, REFUSED, SERVFAIL
 
 from resolver.answer import FORWARD, LocalAnswer, Policy, decide
 from resolver.cache import AnswerCache
@@ -27,6 +27,7 @@ from resolver.slowpath import (
     query_of,
     render_with_dnspython,
 )
+from resolver.stats import How, QueryStats
 from resolver.table import NameTable
 from resolver.views import View
 from resolver.wire import (
@@ -75,8 +76,12 @@ class Handler:
 
     def __init__(self, table: NameTable, policy: Policy,
                  limiter: RateLimiter | None = None,
-                 upstream_cache: AnswerCache | None = None) -> None:
+                 upstream_cache: AnswerCache | None = None,
+                 stats: QueryStats | None = None) -> None:
         self._table = table
+        # --http, --log-queries: every query counted (docs/operations.md); None costs a test.
+        self.stats = stats
+        self._how = How.FAST  # how _handle answered the query it last saw
         self._policy = policy
         self._limiter = limiter  # --rate-limit; None (off) costs one attribute test
         self._upstream_cache = upstream_cache  # --cache-size; None when 0 or no upstream
@@ -91,30 +96,54 @@ class Handler:
 
     def handle(self, data: bytes, source: str, tcp: bool) -> Outcome:
         """Never raises: an unexpected error becomes SERVFAIL and a log line."""
+        stats = self.stats
         try:
             if self._limiter is not None:
                 verdict = self._limiter.check(source, tcp)
                 if verdict is not None:
-                    return limited_reply(data, verdict, tcp)
+                    limited = limited_reply(data, verdict, tcp)
+                    if stats is not None:
+                        stats.note(data, source, tcp, limited, How.RATE_LIMITED)
+                    return limited
             if not tcp:
                 view = self._views.get(source)
                 if view is not None:
                     key = (view.key, data[2:])
                     kept = self._replies.get(key)
                     if kept is not None:
+                        if stats is not None:
+                            stats.hit(data, source, kept)
                         return data[:2] + kept
                     seen = self._forwarded.get(key)
                     if seen is not None and self._upstream_cache is not None:
                         cached = self._upstream_cache.lookup(seen, seen.max_udp_size())
                         if cached is not None:
-                            return data[:2] + cached
-            return self._handle(data, source, tcp)
+                            reply = data[:2] + cached
+                            if stats is not None:
+                                stats.note(data, source, tcp, reply, How.UPSTREAM_CACHE)
+                            return reply
+            outcome = self._handle(data, source, tcp)
+            if stats is not None and not isinstance(outcome, Forward):
+                stats.note(data, source, tcp, outcome, self._how_answered(outcome))
+            return outcome
         except Exception:
             log.exception("internal error answering a %d-byte query from %s", len(data), source)
             if len(data) < 12:
                 return None
             qid, flags = int.from_bytes(data[:2], "big"), int.from_bytes(data[2:4], "big")
-            return reject_header(qid, flags, SERVFAIL)
+            reply = reject_header(qid, flags, SERVFAIL)
+            if stats is not None:
+                stats.note(data, source, tcp, reply, How.ERROR)
+            return reply
+
+    def _how_answered(self, reply: bytes | None) -> int:
+        """How the query `_handle` just answered was answered: local replies are never
+        REFUSED but to a stranger."""
+        how = self._how
+        local = how == How.FAST or how == How.SLOW
+        if local and reply is not None and reply[3] & 0x0F == REFUSED:
+            return How.REFUSED
+        return how
 
     def error_reply(self, query: Query, rcode: int, tcp: bool) -> bytes:
         """An empty reply with `rcode`: SERVFAIL when forwarding failed (never silence),
@@ -123,6 +152,7 @@ class Handler:
 
     def _handle(self, data: bytes, source: str, tcp: bool) -> Outcome:
         """The one ladder for both parsers: reject, BADVERS, forward, or answer and keep."""
+        self._how = How.REJECTED
         parsed = parse_any(data)
         if isinstance(parsed, Reject):
             return parsed.reply
@@ -131,7 +161,11 @@ class Handler:
             return render(query, BADVERS, (), query.max_size(tcp))
         prepared = self._prepare(source, query.qname, query.qtype)
         if prepared is None:
+            self._how = How.UPSTREAM_CACHE
             return self._cached_or_forward(query, data, source, tcp)
+        # _render's choice, for the metrics (docs/operations.md)
+        fast = isinstance(parsed, Query) and prepared.answer.answer_only
+        self._how = How.FAST if fast else How.SLOW
         reply = _render(parsed, data, prepared, tcp)
         if reply is not None and not tcp:
             self._keep(source, data, reply, prepared.answer)

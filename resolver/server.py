@@ -19,8 +19,16 @@ from resolver.config import Config
 from resolver.forward import Forwarder, Upstream
 from resolver.handler import Handler
 from resolver.loopcheck import forwards_to_itself
+from resolver.metrics import Metrics
 from resolver.ratelimit import RateLimiter
-from resolver.sources import SourceError, StateSource, open_source
+from resolver.sources import (
+    SourceError,
+    StateSource,
+    describe_source,
+    open_source,
+    stopped_lookup,
+)
+from resolver.stats import EngineStats, QueryStats
 from resolver.table import NameTable
 from resolver.tcp import TcpClients, TcpConnection
 from resolver.transport import Resolution
@@ -87,7 +95,12 @@ class Server:
         if config.rate_limit > 0:
             limiter = RateLimiter(config.rate_limit, config.rate_limit_burst, clock=time.monotonic)
         cache = AnswerCache(config.cache_size) if config.upstreams and config.cache_size else None
-        self.handler = Handler(self.table, policy, limiter, cache)
+        self.policy = policy
+        # Queries are counted when someone reads the counts (docs/operations.md).
+        stats = QueryStats() if config.http or config.log_queries else None
+        self.handler = Handler(self.table, policy, limiter, cache, stats)
+        # What /metrics shows: features register their counters here (resolver/metrics.py).
+        self.metrics = Metrics()
         forwarder = None
         if config.upstreams:
             forwarder = Forwarder([Upstream(*u) for u in config.upstreams],
@@ -185,8 +198,9 @@ async def serve(config: Config) -> None:
     """`scopedns serve`: everything `config` asks for, until SIGINT or SIGTERM; SIGHUP reloads
     the state source. Raises StartError when it cannot start."""
     server = Server(config)
+    engine = None if config.snapshot else EngineStats()  # read by --http (docs/operations.md)
     try:
-        source = open_source(config, server.table)
+        source = open_source(config, server.table, engine)
     except SourceError as error:
         raise StartError(str(error)) from None
     stop = asyncio.Event()
@@ -194,4 +208,11 @@ async def serve(config: Config) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, source.reload)
-    await run_until_stopped(server, source, stop)
+    from resolver.http import start_http  # --http, --log-queries (docs/operations.md)
+
+    http = await start_http(server, engine, describe_source(config), stopped_lookup(config))
+    try:
+        await run_until_stopped(server, source, stop)
+    finally:
+        if http is not None:
+            await http.close()

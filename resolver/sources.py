@@ -4,10 +4,13 @@
 # composition root: the only place in resolver/ that imports watchers/ (docs/design.md).
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from resolver.config import Config
+from resolver.explain import StoppedContainer
+from resolver.stats import EngineStats
 from resolver.table import NameTable
 
 
@@ -28,7 +31,8 @@ class SourceError(Exception):
     """The source cannot start (e.g. an unusable snapshot file); one line, naming it."""
 
 
-def open_source(config: Config, table: NameTable) -> StateSource:
+def open_source(config: Config, table: NameTable,
+                engine_stats: EngineStats | None = None) -> StateSource:
     """The snapshot file if one is given, else the Docker engine (with --takeover beside it).
     Raises SourceError."""
     if config.snapshot and config.takeover:
@@ -43,7 +47,8 @@ def open_source(config: Config, table: NameTable) -> StateSource:
     from watchers.docker import DockerWatcher
 
     source: StateSource = DockerWatcher(table, config.docker,
-                                        resync_interval=config.resync_interval)
+                                        resync_interval=config.resync_interval,
+                                        stats=engine_stats)
     if config.attach:
         from watchers.attach import Attaching
 
@@ -53,3 +58,23 @@ def open_source(config: Config, table: NameTable) -> StateSource:
 
         source = WithTakeover(source, table, config)
     return source
+
+
+# ----- what the --http listener reads of the source (docs/operations.md) -----------------------
+
+
+def describe_source(config: Config) -> str:
+    if config.snapshot:
+        return f"the snapshot {config.snapshot}"
+    return f"the engine at {config.docker}" if config.docker else config.engine_description
+
+
+def stopped_lookup(config: Config
+                   ) -> Callable[[Sequence[str]], Awaitable[Sequence[StoppedContainer]]] | None:
+    """How `explain` learns of stopped containers on some networks: from the engine, none
+    with a snapshot."""
+    if config.snapshot:
+        return None
+    from watchers.stopped import stopped_containers
+
+    return lambda networks: stopped_containers(config.docker, networks)

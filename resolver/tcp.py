@@ -42,6 +42,8 @@ class TcpClients:
         self.max_per_source = max_per_source
         self._by_activity: dict[TcpConnection, None] = {}  # insertion order = activity order
         self._per_source: dict[str, int] = {}
+        self.accepted = 0  # connections let in, and refused at a cap (docs/operations.md)
+        self.refused = 0
 
     def __len__(self) -> int:
         return len(self._by_activity)
@@ -54,13 +56,16 @@ class TcpClients:
         if self._per_source.get(source, 0) >= self.max_per_source:
             own = (c for c in self._by_activity if c.source == source and c.is_idle())
             if not self._reclaim(next(own, None), source, "per-client"):
+                self.refused += 1
                 return False
         elif len(self._by_activity) >= self.max_total:
             idle = (c for c in self._by_activity if c.is_idle())
             if not self._reclaim(next(idle, None), source, "total"):
+                self.refused += 1
                 return False
         self._by_activity[connection] = None
         self._per_source[source] = self._per_source.get(source, 0) + 1
+        self.accepted += 1
         return True
 
     def _reclaim(self, victim: TcpConnection | None, source: str, cap: str) -> bool:
@@ -142,7 +147,8 @@ class TcpConnection(asyncio.Protocol):
         self._clients.touch(self)
         outcome: Outcome = self._resolution.handler.handle(message, self.source, True)
         if isinstance(outcome, Forward):
-            future = asyncio.ensure_future(self._resolution.forward(outcome, tcp=True))
+            future = asyncio.ensure_future(
+                self._resolution.forward(outcome, tcp=True, source=self.source))
             future.add_done_callback(lambda _: self._pump())
             self._pending.append(future)
         else:

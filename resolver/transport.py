@@ -12,6 +12,7 @@ from dns.rcode import REFUSED, SERVFAIL
 
 from resolver.forward import Forwarder, ForwardRefused
 from resolver.handler import Forward, Handler
+from resolver.stats import How, QueryStats
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,15 @@ class Resolution:
         else:
             self._by_client.pop(client, None)
 
-    async def forward(self, request: Forward, tcp: bool) -> bytes:
+    async def forward(self, request: Forward, tcp: bool, source: str = "") -> bytes:
+        reply = await self._forward(request, tcp)
+        stats = self.handler.stats
+        if stats is not None:
+            how = How.REFUSED if reply[3] & 0x0F == REFUSED else How.FORWARDED
+            stats.note(request.data, source, tcp, reply, how)
+        return reply
+
+    async def _forward(self, request: Forward, tcp: bool) -> bytes:
         query = request.query
         if self.forwarder is None:
             return self.handler.error_reply(query, SERVFAIL, tcp)
@@ -105,9 +114,13 @@ class Resolution:
             return self.handler.error_reply(query, SERVFAIL, tcp)
         return reply
 
-    def forward_udp(self, request: Forward, send: Callable[[bytes], None]) -> None:
+    def forward_udp(self, request: Forward, send: Callable[[bytes], None],
+                    source: str = "") -> None:
         """Forward a UDP query without a task (Forwarder.forward_udp); `send` gets the
         client's reply: the upstream's, SERVFAIL when all failed, REFUSED past the cap."""
+        stats = self.handler.stats
+        if stats is not None:  # counted when answered (docs/operations.md)
+            send = _counted(send, stats, request.data, source)
         query = request.query
         if self.forwarder is None:
             send(self.handler.error_reply(query, SERVFAIL, False))
@@ -133,9 +146,18 @@ class Resolution:
             send(self.handler.error_reply(query, REFUSED, False))
 
     async def _forward_to(self, request: Forward, send: Callable[[bytes], None]) -> None:
-        send(await self.forward(request, tcp=False))
+        send(await self._forward(request, tcp=False))  # `send` counts it
 
     def spawn(self, task: asyncio.Task[Any]) -> None:
         # Keep a hard reference so the task is not garbage-collected mid-flight.
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+def _counted(send: Callable[[bytes], None], stats: QueryStats, data: bytes,
+             source: str) -> Callable[[bytes], None]:
+    def counted(reply: bytes) -> None:
+        how = How.REFUSED if reply[3] & 0x0F == REFUSED else How.FORWARDED
+        stats.note(data, source, False, reply, how)
+        send(reply)
+    return counted

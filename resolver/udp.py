@@ -38,7 +38,8 @@ class UdpListener(asyncio.DatagramProtocol):
         if isinstance(outcome, bytes):
             self._sendto(outcome, addr)
         elif outcome is not None:
-            self._resolution.forward_udp(outcome, lambda reply: self._reply(reply, addr))
+            self._resolution.forward_udp(outcome, lambda reply: self._reply(reply, addr),
+                                         addr[0])
 
     def _reply(self, reply: bytes, addr: tuple[Any, ...]) -> None:
         if self._transport is not None and not self._transport.is_closing():

@@ -92,6 +92,7 @@ BAD_VALUES = [
     ("log-level", "verbose", "debug, info, warning, error"), ("cache-size", "-1", "at least 0"),
     ("attach", "some", "all, labeled"),
     ("takeover-only", "=a", "label selector"),
+    ("http", "127.0.0.1:99999", "port"), ("log-format", "xml", "text, json"),
 ]
 
 
@@ -134,8 +135,8 @@ def test_ignore_health(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_flag_has_a_bad_value_case() -> None:
-    checked = ({flag for flag, _, _ in BAD_VALUES}
-               | {"no-upstream", "snapshot", "takeover", "ignore-health"})
+    checked = {flag for flag, _, _ in BAD_VALUES} | {"no-upstream", "snapshot", "takeover",
+                                                     "ignore-health", "log-queries"}
     assert checked == {flag.name for flag in SERVE_FLAGS}
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from resolver.model import EngineState
+from resolver.stats import EngineStats
 from resolver.table import NameTable
 from watchers.engine_api import (
     ENGINE_ERRORS,
@@ -66,6 +67,7 @@ class DockerWatcher:
         backoff_max: float = BACKOFF_MAX,
         concurrency: int = INSPECT_CONCURRENCY,
         resync_interval: float = DEFAULT_RESYNC_INTERVAL,
+        stats: EngineStats | None = None,
     ) -> None:
         self._table = table
         self._url = url or "the default engine (DOCKER_HOST or /var/run/docker.sock)"
@@ -80,6 +82,8 @@ class DockerWatcher:
         self._resync_interval = resync_interval if resync_interval > 0 else None
         self.reconciles = 0  # full listings applied (first sync included)
         self._synced_this_cycle = False
+        # Connection, events and syncs for /metrics and /readyz (docs/operations.md).
+        self.stats = stats if stats is not None else EngineStats()
 
     async def run(self) -> None:
         """Keep the table in sync until cancelled (or until close())."""
@@ -100,6 +104,7 @@ class DockerWatcher:
                 reason = describe(exc)
             if self._closed:
                 return
+            self.stats.lost(reason)
             if self._synced_this_cycle:
                 delay = self._backoff_initial
             if self._table.synced:
@@ -145,6 +150,7 @@ class DockerWatcher:
                 held = await self._replay(engine, events, now)
             await self._reconcile(engine, now)
             self._synced_this_cycle = True
+            self.stats.cycle_synced()
             await self._consume(engine, events, held)
         finally:
             if events is not None:
@@ -164,7 +170,7 @@ class DockerWatcher:
             if action is None or action.time_nano is None or action.time_nano >= until_ns:
                 log.info("replayed %d missed events", replayed)
                 return action
-            await self._apply(engine, action)
+            await self._apply(engine, action, live=False)
             replayed += 1
 
     async def _reconcile(self, engine: Engine, listed_at: int | None) -> None:
@@ -178,6 +184,7 @@ class DockerWatcher:
         removed = len(before.keys() - after.keys())
         changed = sum(1 for cid in after.keys() & before.keys() if after[cid] != before[cid])
         self._table.replace_all(state)
+        self.stats.synced(added, removed, changed)
         if listed_at is not None:
             self._fresh_from = max(self._fresh_from, listed_at)
         self.reconciles += 1
@@ -209,7 +216,7 @@ class DockerWatcher:
                 await self._reconcile(engine, await engine.now())
                 due = loop.time() + interval
 
-    async def _apply(self, engine: Engine, action: EventAction) -> None:
+    async def _apply(self, engine: Engine, action: EventAction, live: bool = True) -> None:
         kind = effective_kind(action, self._fresh_from)
         when = action.time_nano
         if kind is EventKind.REFRESH_CONTAINER:
@@ -222,6 +229,8 @@ class DockerWatcher:
             await self._refresh_network(engine, action.network_id)
         elif kind is EventKind.REMOVE_NETWORK:
             self._table.remove_network(action.network_id)
+        if kind is not EventKind.IGNORE:
+            self.stats.applied(kind.value, when, live)
         if when is not None:
             self._fresh_from = max(self._fresh_from, when)
 
