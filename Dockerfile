@@ -23,6 +23,11 @@ COPY --from=install /opt/scopedns /opt/scopedns
 # The engine socket is root:docker 0660: give the user its group (--group-add <gid>).
 RUN useradd --system --uid 10053 --user-group --no-create-home --shell /usr/sbin/nologin scopedns
 USER 10053:10053
-ENV PATH=/opt/scopedns/bin:$PATH PYTHONDONTWRITEBYTECODE=1 SCOPEDNS_LISTEN=0.0.0.0:53
+# --http on loopback (docs/operations.md): the HEALTHCHECK asks /healthz; publish or widen it
+# (SCOPEDNS_HTTP=0.0.0.0:9153) only on a management network, since /v1/clients reveals the table.
+ENV PATH=/opt/scopedns/bin:$PATH PYTHONDONTWRITEBYTECODE=1 SCOPEDNS_LISTEN=0.0.0.0:53 \
+    SCOPEDNS_HTTP=127.0.0.1:9153
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s CMD ["python3", "-c", \
+    "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9153/healthz', timeout=2)"]
 ENTRYPOINT ["scopedns"]
 CMD ["serve"]
