@@ -177,10 +177,14 @@ def engine_families(engine: EngineStats, clock: Callable[[], float]) -> Iterator
 def table_families(table: NameTable) -> Iterator[Metric]:
     networks = table.networks
     containers = table.containers
-    names = 0
+    names = failed_over = 0
     for network in networks:
         records = table.records(network.id)
-        names += len(records.holders) if records is not None else 0
+        if records is None:
+            continue
+        names += len(records.holders)
+        failed_over += sum(1 for holders in records.holders.values()
+                           if not holders[0].ready and any(h.ready for h in holders))
     sizes = (("networks", len(networks), "Networks known"),
              ("containers", len(containers), "Running containers known"),
              ("endpoints", sum(len(c.endpoints) for c in containers), "Container endpoints"),
@@ -189,6 +193,13 @@ def table_families(table: NameTable) -> Iterator[Metric]:
         yield GaugeMetricFamily(f"{PREFIX}table_{what}", documentation, value=value)
     yield GaugeMetricFamily(PREFIX + "table_synced", "1 once the first full sync is done",
                             value=int(table.synced))
+    # Health (docs/health.md): read from the table at scrape time, nothing counted per query.
+    yield GaugeMetricFamily(PREFIX + "health_containers_not_ready", "Running containers whose "
+                            "healthcheck says starting or unhealthy",
+                            value=sum(1 for c in containers if not c.ready))
+    yield GaugeMetricFamily(PREFIX + "health_failed_over_names", "Names on a network whose "
+                            "first-registered holder is not ready while another is: answered "
+                            "by a later holder (unless --ignore-health)", value=failed_over)
 
 
 def tcp_families(clients: TcpClients) -> Iterator[Metric]:

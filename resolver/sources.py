@@ -10,6 +10,7 @@ from typing import Protocol
 
 from resolver.config import Config
 from resolver.explain import StoppedContainer
+from resolver.metrics import Metrics
 from resolver.stats import EngineStats
 from resolver.table import NameTable
 
@@ -31,8 +32,8 @@ class SourceError(Exception):
     """The source cannot start (e.g. an unusable snapshot file); one line, naming it."""
 
 
-def open_source(config: Config, table: NameTable,
-                engine_stats: EngineStats | None = None) -> StateSource:
+def open_source(config: Config, table: NameTable, engine_stats: EngineStats | None = None,
+                metrics: Metrics | None = None) -> StateSource:
     """The snapshot file if one is given, else the Docker engine (with --takeover beside it).
     Raises SourceError."""
     if config.snapshot and config.takeover:
@@ -56,7 +57,7 @@ def open_source(config: Config, table: NameTable,
     if config.takeover:  # docs/takeover.md: takeover runs beside the source it waits for
         from watchers.takeover import WithTakeover
 
-        source = WithTakeover(source, table, config)
+        source = WithTakeover(source, table, config, metrics)
     return source
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from ipaddress import ip_network
 
 import aiohttp
@@ -259,3 +260,22 @@ def test_a_query_without_a_question_counts_under_no_type() -> None:
     assert [s.labels for s in family.samples] == [
         {"transport": "udp", "qtype": "none", "rcode": "none", "how": "rejected"}]
     assert NO_REPLY == 16
+
+
+async def test_health_gauges_follow_the_table() -> None:
+    """A shared name whose first holder is unhealthy while the second is ready has failed
+    over: /metrics says so, and says it no more once the first recovers."""
+    first = replace(container("one", attach(NET, 3, "db")), ready=False)
+    second = container("two", attach(NET, 4, "db"))
+    table = Topology([NET], [first, second]).table()
+    server, http = await start(None, table)
+    try:
+        samples = await scrape(http)
+        assert samples[("scopedns_health_containers_not_ready", frozenset())] == 1
+        assert samples[("scopedns_health_failed_over_names", frozenset())] == 1
+        table.upsert_container(replace(first, ready=True))
+        samples = await scrape(http)
+        assert samples[("scopedns_health_containers_not_ready", frozenset())] == 0
+        assert samples[("scopedns_health_failed_over_names", frozenset())] == 0
+    finally:
+        await stop(server, http)

@@ -21,6 +21,7 @@ from resolver.answer import AliasOrder, Policy
 from resolver.config import Config
 from resolver.forward import InFlight
 from resolver.handler import Handler
+from resolver.metrics import LabelledCounts, Metrics
 from resolver.netns import NamespaceError, NamespaceWorker, address_is_local
 from resolver.nftables import NftablesError, reserve_low_descriptors
 from resolver.ratelimit import RateLimiter
@@ -140,6 +141,7 @@ class TakeoverManager:
             upstream_budget=config.upstream_budget,
             legacy_iptables=flavour == "legacy")
         self.diversions: dict[str, Diversion] = {}
+        self.outcomes = LabelledCounts(("outcome",))  # replaced by /metrics' own when served
         self._locks: dict[str, asyncio.Lock] = {}
         self._queued: dict[str, int] = {}  # work queued or running per container
         self._left_alone: dict[str, str] = {}  # logged once per container and reason
@@ -345,8 +347,10 @@ class TakeoverManager:
         except (TakeoverError, NamespaceError, NftablesError, OSError) as error:
             namespace.close()
             report("takeover: %s left to Docker: %s", target.name, error or repr(error))
+            self.outcomes.inc("failed")
             return False
         self.diversions[target.container_id] = diversion
+        self.outcomes.inc("taken")
         docker = diversion.docker
         log.debug("takeover: %s taken over (udp %d, tcp %d; Docker's resolver udp %d, tcp %d)",
                   target.name, *diversion.ports, docker.udp if docker else 0,
@@ -359,6 +363,7 @@ class TakeoverManager:
         diversion = self.diversions.pop(cid, None)
         if diversion is not None:
             await diversion.release()
+            self.outcomes.inc("handed_back")
             log.debug("takeover: %s handed back (%s)", diversion.name, why)
 
     async def release_all(self) -> None:
@@ -373,6 +378,7 @@ class TakeoverManager:
         for diversion in held:
             diversion.close()
         if held:
+            self.outcomes.inc("handed_back", by=len(held))
             log.info("takeover: %d containers handed back to Docker's resolver", len(held))
 
 
@@ -380,9 +386,17 @@ class WithTakeover:
     """A state source with the takeover manager beside it (resolver/sources.py): both run
     until cancelled; a TaskGroup, not gather, so that cancelling waits for the hand-back."""
 
-    def __init__(self, source: StateSource, table: NameTable, config: Config) -> None:
+    def __init__(self, source: StateSource, table: NameTable, config: Config,
+                 metrics: Metrics | None = None) -> None:
         self._source = source
         self._manager = TakeoverManager(table, config)
+        if metrics is not None:  # docs/operations.md: read at scrape time
+            manager = self._manager
+            metrics.gauge("takeover_containers", "Containers whose 127.0.0.11 scopedns answers "
+                          "now (--takeover)", lambda: float(len(manager.diversions)))
+            manager.outcomes = metrics.counter("takeover", "Takeovers by outcome: taken, "
+                                               "failed (left to Docker), handed_back",
+                                               labels=("outcome",))
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

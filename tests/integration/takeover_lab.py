@@ -85,6 +85,7 @@ class TakeoverLab:
     other: Network | None = None
     server_log: Path | None = None
     server_port: int = 0
+    http_port: int = 0
     starts: int = 0
     boxes: dict[str, Container] = field(default_factory=dict)
 
@@ -104,8 +105,10 @@ class TakeoverLab:
 
     def argv(self) -> list[str]:
         self.server_port = self.server_port or free_port()
+        self.http_port = self.http_port or free_port()
         return [sys.executable, "-m", "resolver", "serve", "--takeover",
                 "--takeover-only", self.selector, "--listen", f"127.0.0.1:{self.server_port}",
+                "--http", f"127.0.0.1:{self.http_port}",
                 "--upstream", "127.0.0.1:9",  # the host listener is never asked here
                 "--log-level", "debug"]
 

@@ -15,9 +15,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import unavailable
 from .harness import (
@@ -105,6 +107,27 @@ def test_plain_nslookup_gets_the_first_holder_with_ttl_0_and_fails_over(tk: Take
     tk.wait_answerer(app1, app1.name, "scopedns")  # restarted: taken over again
     # app1 rejoined at the end: app2 is now the first holder.
     assert nslookup_addresses(tk.nslookup(cli, "app")[1]) == [second]
+
+
+def test_metrics_count_the_containers_taken_over(tk: TakeoverLab) -> None:
+    """/metrics (docs/operations.md) says how many containers scopedns answers for now."""
+    holders(tk)
+    deadline = time.monotonic() + 10
+    while True:  # a takeover may still be finishing (another test restarted a holder)
+        samples = scrape(tk.http_port)
+        taken_now = samples.get(("scopedns_takeover_containers", ()), 0)
+        if taken_now >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert taken_now >= 3, (samples, tk.tail())  # app1, app2 and cli, at least
+    assert samples[("scopedns_takeover_total", (("outcome", "taken"),))] >= taken_now
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as got:
+        text = got.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_link_alias_name_network_ptr_nodata_and_forwarding(tk: TakeoverLab) -> None:
