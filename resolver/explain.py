@@ -17,7 +17,7 @@ from dns.rdatatype import AAAA, A
 from resolver.answer import FORWARD, LocalAnswer, Policy, decide
 from resolver.model import IPAddress
 from resolver.table import NameTable
-from resolver.views import Holder, View, ViewEntry, candidate_splits
+from resolver.views import Holder, View, ViewEntry, find_name
 
 ORDER_RULE = ("Docker's endpoint order: internal networks last, networks with more gateway "
               "families (dual-stack) first, then by name")
@@ -97,27 +97,16 @@ class _Found:
 
 
 def trace(view: View, name: str) -> _Found | None:
-    """resolve_name() with its reasons: the same walk (views.resolve_name), recording which
-    split, which pass (link alias or name) and which network found it."""
-    for request, network_key in candidate_splits(name):
-        for alias_pass in (True, False):
-            for entry in view.entries:
-                if network_key is not None and network_key != entry.records.name_key:
-                    continue
-                target = entry.links.get(request)
-                if alias_pass:
-                    if target is None:
-                        continue
-                    how = f"link alias {request} -> {target}"
-                elif target is not None:
-                    continue
-                else:
-                    target, how = request, f"name {request}"
-                if entry.records.holders.get(target):
-                    if network_key is not None:
-                        how += f" in network {network_key} (the name's last labels)"
-                    return _Found(entry, target, how)
-    return None
+    """resolve_name() with its reasons: which split, which pass (link alias or name) and which
+    network found it (the walk itself is views.find_name)."""
+    match = find_name(view, name)
+    if match is None:
+        return None
+    how = (f"link alias {match.request} -> {match.target}" if match.via_link
+           else f"name {match.request}")
+    if match.network_key is not None:
+        how += f" in network {match.network_key} (the name's last labels)"
+    return _Found(match.entry, match.target, how)
 
 
 def _explain_name(table: NameTable, policy: Policy, view: View | None, qname: str,

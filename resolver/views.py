@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from typing import NamedTuple
 
 from resolver.model import ContainerInfo, IPAddress, IPNetwork, NetworkInfo, ServicePort
 
@@ -179,8 +180,20 @@ def answering(holders: tuple[Holder, ...], health: bool) -> tuple[Holder, ...]:
     return ready or holders
 
 
-def resolve_name_in(view: View, name: str) -> tuple[NetworkRecords, tuple[Holder, ...]] | None:
-    """resolve_name, with the network the holders were found on."""
+class NameMatch(NamedTuple):
+    """Where Docker's lookup found a name: the view entry, the split's name part (`request`)
+    and network part, whether a link alias matched, and the name held on that network."""
+
+    entry: ViewEntry
+    request: str
+    network_key: str | None
+    via_link: bool
+    target: str
+
+
+def find_name(view: View, name: str) -> NameMatch | None:
+    """Docker's lookup (docs/names.md): each split of `name`, link aliases before names, the
+    first network of `view` holding it wins."""
     for request, network_key in candidate_splits(name):
         for alias_pass in (True, False):
             for entry in view.entries:
@@ -194,10 +207,18 @@ def resolve_name_in(view: View, name: str) -> tuple[NetworkRecords, tuple[Holder
                     continue  # a link alias on this endpoint shadows the real name
                 else:
                     target = request
-                holders = entry.records.holders.get(target)
-                if holders:
-                    return entry.records, holders
+                if entry.records.holders.get(target):
+                    return NameMatch(entry, request, network_key, alias_pass, target)
     return None
+
+
+def resolve_name_in(view: View, name: str) -> tuple[NetworkRecords, tuple[Holder, ...]] | None:
+    """resolve_name, with the network the holders were found on."""
+    found = find_name(view, name)
+    if found is None:
+        return None
+    records = found.entry.records
+    return records, records.holders[found.target]
 
 
 def resolve_address(view: View, address: IPAddress) -> str | None:

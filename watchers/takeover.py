@@ -33,13 +33,12 @@ from resolver.transport import Resolution
 from watchers.engine_api import (
     ENGINE_ERRORS,
     REQUEST_TIMEOUT,
+    EventStream,
     Lookup,
-    StreamEnded,
     close_quietly,
     describe,
     inspect_one,
     list_engine,
-    raise_stream_failure,
     show_network,
 )
 from watchers.takeover_plan import (
@@ -76,33 +75,6 @@ def _namespace_files() -> list[str]:
         return [os.path.join(DOCKER_NETNS_DIR, entry) for entry in os.listdir(DOCKER_NETNS_DIR)]
     except OSError:
         return []
-
-
-class _RawEvents:
-    """The engine's events as they come (their attributes carry the container's labels), read
-    with timeouts that lose nothing, as engine_api.EventStream."""
-
-    def __init__(self, docker: Any, subscriber: Any) -> None:
-        self._docker = docker
-        self._subscriber = subscriber
-        self._reading: asyncio.Future[Any] | None = None
-
-    async def next(self, timeout: float) -> Mapping[str, Any] | None:
-        if self._reading is None:
-            self._reading = asyncio.ensure_future(self._subscriber.get())
-        done, _ = await asyncio.wait({self._reading}, timeout=timeout)
-        if not done:
-            return None
-        event, self._reading = self._reading.result(), None
-        if event is None:
-            raise_stream_failure(self._docker)
-            raise StreamEnded("event stream ended")
-        return event if isinstance(event, Mapping) else {}
-
-    def close(self) -> None:
-        if self._reading is not None:
-            self._reading.cancel()
-            self._reading = None
 
 
 class TakeoverManager:
@@ -173,10 +145,11 @@ class TakeoverManager:
 
     async def _cycle(self) -> None:
         docker: Any = aiodocker.Docker(url=self._url, timeout=REQUEST_TIMEOUT)
-        events: _RawEvents | None = None
+        events: EventStream | None = None
         try:
             filters = {"type": ["container", "network"]}
-            events = _RawEvents(docker, docker.events.subscribe(filters=filters))
+            # Raw events: their attributes carry the container's labels.
+            events = EventStream(docker, docker.events.subscribe(filters=filters))
             await self._reconcile(docker)
             checked = time.monotonic()
             while True:
