@@ -134,6 +134,16 @@ def wire(t: NameTable, policy: Policy, qname: str, tcp: bool = False,
     return out, dns.message.from_wire(out)
 
 
+def test_srv_targets_are_never_compressed() -> None:
+    """RFC 2782: no name compression in the target field (dnspython before 2.9 compressed it,
+    hence our lower bound): each target is written out in full in its record's rdata."""
+    out, reply = wire(table(), Policy(alias_order=AliasOrder.ORDERED), "_8080._tcp.api")
+    targets = [rd.target for rrset in reply.answer for rd in rrset]
+    assert len(targets) == 2
+    for target in targets:
+        assert target.to_wire() in out  # the full labels, no pointer into the question
+
+
 def test_additional_section_carries_the_targets_addresses() -> None:
     _, reply = wire(table(), Policy(), "_8080._tcp.api")
     extra = sorted((rrset.name.to_text(), rd.to_text())
