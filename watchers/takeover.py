@@ -64,6 +64,9 @@ FDS_PER_CONTAINER = 4
 FLUSH_THREADS = 2
 # The early path (_early) looks for a new container's namespace this long after its join.
 EARLY_WINDOW, EARLY_POLL = 10.0, 0.01
+# A take that failed (most often: Docker has not put its own 127.0.0.11 rules in place yet) is
+# tried again this often, this many times, rather than waiting for the next recheck.
+RETRY_DELAY, RETRY_ATTEMPTS = 0.5, 20
 
 
 _CONTAINER_EVENTS = frozenset({EventKind.REMOVE_CONTAINER, EventKind.REFRESH_CONTAINER,
@@ -119,6 +122,7 @@ class TakeoverManager:
         self._left_alone: dict[str, str] = {}  # logged once per container and reason
         self._labels: dict[str, Mapping[str, Any]] = {}  # from events and inspects
         self._tasks: set[asyncio.Task[None]] = set()
+        self._retries: set[asyncio.Task[None]] = set()  # waiting to try a failed take again
 
     async def run(self) -> None:
         """Follow the engine until cancelled, then hand every namespace back."""
@@ -295,7 +299,8 @@ class TakeoverManager:
             await self._release(cid, "new namespace")
             held = None
         if held is None:
-            await self.take(target)
+            if not await self.take(target):
+                self._retry_later(target, 1)
             return
         held.client.source = target.client
         if check:
@@ -303,6 +308,25 @@ class TakeoverManager:
                 await held.check()
             except (NftablesError, NamespaceError, OSError) as error:
                 log.warning("takeover: %s: check failed: %s", target.name, error)
+
+    def _retry_later(self, target: Target, attempt: int) -> None:
+        """Try `target` again after RETRY_DELAY, without holding its lock while waiting."""
+        if attempt > RETRY_ATTEMPTS:
+            return
+
+        async def wait_then_retry() -> None:
+            await asyncio.sleep(RETRY_DELAY)
+            self._spawn(target.container_id, partial(self._retry, target, attempt))
+
+        task = asyncio.create_task(wait_then_retry())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _retry(self, target: Target, attempt: int) -> None:
+        if target.container_id in self.diversions or target.container_id not in self._labels:
+            return  # taken meanwhile, or destroyed
+        if not await self.take(target, quiet=True):
+            self._retry_later(target, attempt + 1)
 
     async def take(self, target: Target, quiet: bool = False) -> bool:
         """Take one container over; a failure leaves it to Docker (one log line, debug when
@@ -340,9 +364,9 @@ class TakeoverManager:
             log.debug("takeover: %s handed back (%s)", diversion.name, why)
 
     async def release_all(self) -> None:
-        for task in list(self._tasks):
+        for task in [*self._retries, *self._tasks]:
             task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*self._retries, *self._tasks, return_exceptions=True)
         held = list(self.diversions.values())
         self.diversions.clear()
         # Every table first (Docker answers everyone again), then the slow conntrack flushes.
