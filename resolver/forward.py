@@ -99,26 +99,14 @@ class Forwarder:
                     deliver: Callable[[bytes | None], None]) -> None:
         """Forward over UDP with callbacks, no task per query (plain sockets only): `deliver`
         is called once with the reply for the client, or None when every try failed."""
-        total = self._total
-        if self.in_flight >= self._max_in_flight or (total is not None
-                                                     and total.count >= total.limit):
-            raise ForwardRefused
-        self.in_flight += 1
-        if total is not None:
-            total.count += 1
+        self._admit()
         exchange = UdpForward(self, query, data, deliver)
         self._pending.add(exchange)
         exchange.start()
 
-    def finished(self, exchange: UdpForward) -> None:
-        if exchange in self._pending:
-            self._pending.discard(exchange)
-            self.in_flight -= 1
-            if self._total is not None:
-                self._total.count -= 1
-
-    async def forward(self, query: Query, data: bytes, tcp: bool) -> bytes | None:
-        """The upstream's reply with the client's ID restored, or None if every try failed."""
+    def _admit(self) -> None:
+        """Count one more forward in flight, here and in the shared total; ForwardRefused
+        past either cap."""
         total = self._total
         if self.in_flight >= self._max_in_flight or (total is not None
                                                      and total.count >= total.limit):
@@ -126,12 +114,24 @@ class Forwarder:
         self.in_flight += 1
         if total is not None:
             total.count += 1
+
+    def _done(self) -> None:
+        self.in_flight -= 1
+        if self._total is not None:
+            self._total.count -= 1
+
+    def finished(self, exchange: UdpForward) -> None:
+        if exchange in self._pending:
+            self._pending.discard(exchange)
+            self._done()
+
+    async def forward(self, query: Query, data: bytes, tcp: bool) -> bytes | None:
+        """The upstream's reply with the client's ID restored, or None if every try failed."""
+        self._admit()
         try:
             return await self._try_each(query, data, tcp)
         finally:
-            self.in_flight -= 1
-            if total is not None:
-                total.count -= 1
+            self._done()
 
     def close(self) -> None:
         """Cancel the probes and the UDP forwards in flight (the server is closing)."""
