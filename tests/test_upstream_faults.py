@@ -26,6 +26,7 @@ from resolver.loopcheck import forwards_to_itself
 from resolver.server import Server
 from resolver.transport import LogEvery
 from resolver.wire import Query, parse_query
+from testkit.ports import free_port
 from testkit.topology import Topology, attach, container, network
 from tests.conftest import Fakes
 from tests.fakes import FAKE_ADDRESS, OVERSIZED_RECORDS, FakeUpstream, fake_reply
@@ -321,26 +322,12 @@ def test_other_upstreams_are_accepted(listen: str, upstream: str) -> None:
 
 
 def test_main_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    port = free_udp_and_tcp_port()
+    port = free_port("0.0.0.0")  # the test listens on every address
     code = main(["serve", "--listen", f"0.0.0.0:{port}", "--upstream", f"127.0.0.9:{port}",
                  "--docker", "unix:///nonexistent/docker.sock"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1
     assert f"upstream 127.0.0.9:{port} is this server itself" in lines[0]
-
-
-def free_udp_and_tcp_port() -> int:
-    """A port free for UDP and TCP on every address (the test listens on 0.0.0.0)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("0.0.0.0", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("0.0.0.0", port))
-                except OSError:
-                    continue
-                return port
 
 
 def test_a_flood_of_the_same_warning_is_one_line_per_interval(
