@@ -39,6 +39,12 @@ GOALS = (
          "dnsmasq-nocache", "c", "cpu_us_per_query", 1.5),
     Goal("forwarding, caches on (d): CPU/query ≤ 1.0x dnsmasq", "scopedns", "dnsmasq", "d",
          "cpu_us_per_query", 1.0),
+    Goal("metrics on (--http): CPU/query (a) ≤ 1.03x without", "scopedns-http", "scopedns", "a",
+         "cpu_us_per_query", 1.03),
+    Goal("revision vs BENCH_BASELINE: CPU/query (a) ≤ 1.03x", "scopedns", "scopedns-baseline",
+         "a", "cpu_us_per_query", 1.03),
+    Goal("revision vs BENCH_BASELINE: saturation (a) ≥ 0.97x", "scopedns", "scopedns-baseline",
+         "a", "saturation_qps", 0.97, True),
 )
 
 

@@ -81,6 +81,12 @@ def start_scopedns_cache_off(world: World, cleanup: Cleanup) -> Running:
     return start_scopedns(world, cleanup, "--cache-size", "0")
 
 
+def start_scopedns_http(world: World, cleanup: Cleanup) -> Running:
+    """scopedns with `--http` on, so metrics counting runs in the packet path; compared with
+    plain scopedns in the same rounds (docs/operations.md: the hot-path cost of metrics)."""
+    return start_scopedns(world, cleanup, "--http", "127.0.0.1:0", label="scopedns-http")
+
+
 def start_scopedns_baseline(world: World, cleanup: Cleanup) -> Running:
     """Another build of scopedns (BENCH_BASELINE: a command, e.g. main's code), so a change is
     measured against what it replaces in the same interleaved rounds."""
@@ -153,6 +159,7 @@ STARTERS: dict[str, Callable[[World, Cleanup], Running]] = {
     "scopedns-nocache": start_scopedns_cache_off,
     "dnsmasq-nocache": start_dnsmasq_cache_off,
     "scopedns-baseline": start_scopedns_baseline,
+    "scopedns-http": start_scopedns_http,
 }
 # The peers that can take the forwarded profiles (c) and (d); the caches-off variants only
 # take those, compared with each other (bench.suite.pairs).

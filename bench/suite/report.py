@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -162,13 +163,13 @@ def section(document: dict[str, Any], chart: Path | None, readme: Path) -> str:
         for note in result.get("notes", []):
             lines.append(f"- {peer}: {note}")
     if chart is not None:
-        lines += ["", f"![make bench chart]({chart.relative_to(readme.parent)})"]
+        lines += ["", f"![make bench chart]({os.path.relpath(chart, readme.parent)})"]
     return "\n".join(lines)
 
 
 def update_readme(readme: Path, body: str) -> None:
     """Rewrite only the marked block; add the section at the end the first time."""
-    text = readme.read_text()
+    text = readme.read_text() if readme.exists() else ""
     block = f"{BEGIN}\n{body}\n{END}"
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)

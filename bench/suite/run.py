@@ -42,7 +42,7 @@ from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_PEERS = ("scopedns", "docker", "dnsmasq", "unbound", "aardvark-dns", "nsd",
-             "scopedns-nocache", "dnsmasq-nocache", "scopedns-baseline")
+             "scopedns-nocache", "dnsmasq-nocache", "scopedns-http", "scopedns-baseline")
 MAIN_SNAPSHOT = (50, 1)  # containers, networks of the snapshot every peer serves
 DNSPERF_SATURATION = (f"-c {SATURATION_CLIENTS} -q {SATURATION_OUTSTANDING} -t {QUERY_TIMEOUT}, "
                       "then -Q 90 % of what was answered while the loss is above 0.1 %")

@@ -151,3 +151,16 @@ def test_cacheable_profile_asks_names_with_a_long_ttl() -> None:
     assert profile.forwarded and profile.key == "d"
     assert profile.streams[0].lines == ("f0.ttl300.bench.invalid A",
                                         "f1.ttl300.bench.invalid A")
+
+
+def test_the_metrics_cost_is_judged_as_scopedns_with_http_over_scopedns_without() -> None:
+    results = results_of(scopedns={"a": [run(0, 10.0), run(1, 10.0), run(2, 10.0)]},
+                         scopedns_http={"a": [run(0, 10.1), run(1, 10.2), run(2, 10.5)]})
+    goal = next(row for row in pairs.goal_rows(results) if "--http" in row["label"])
+    assert goal["verdict"] == "inconclusive"  # 1.05 in one round: past the 3 % bound
+    assert goal["ratio"]["median"] == pytest.approx(1.02)
+    cheap = results_of(scopedns={"a": [run(i, 10.0) for i in range(3)]},
+                       scopedns_http={"a": [run(i, 10.1) for i in range(3)]})
+    goal = next(row for row in pairs.goal_rows(cheap) if "--http" in row["label"])
+    assert goal["verdict"] == "met"
+    assert [row["theirs"] for row in pairs.pair_rows(cheap)] == ["scopedns-http"]
