@@ -5,6 +5,8 @@
 reports the delay from each container's `start` event to scopedns's "taken over" log line
 (p50/p90/p99/max), scopedns's descriptors and RSS per taken-over container, and with --cycles
 the descriptors, threads and RSS after that many start/stop cycles of one container.
+`--containers 1000 --parallel 4 --restart`: the 1,000-container run (docs/takeover.md, "Cost"):
+start them 4 at a time, then stop scopedns and time a new one taking all of them over.
 
 `python -m bench.takeover synthetic --namespaces 1000` does the same for N network namespaces
 made with `ip netns add` and Docker-like 127.0.0.11 rules (no dockerd load on a shared machine):
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +88,13 @@ def log_times(log: Path) -> dict[str, float]:
     return found
 
 
-def start_server(label: str, log: Path) -> subprocess.Popen[bytes]:
+def start_server(label: str, log: Path, expected: int = 0) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "resolver", "serve", "--takeover", "--takeover-only", label,
             "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--log-level", "debug"]
     argv[argv.index("127.0.0.1:0")] = f"127.0.0.1:{_free_port()}"
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 30 + 0.1 * expected
     while "containers taken over" not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("scopedns did not start:\n" + log.read_text()[-2000:])
@@ -132,14 +135,12 @@ def engine_run(args: argparse.Namespace) -> dict[str, Any]:
                "--network-alias", "app", "--dns", "127.0.0.1", IMAGE, "sleep", "3600")
         wait_taken(log, names, 30)
         before = proc_usage(server.pid)
-        measured = []
-        for i in range(args.containers):
-            name = f"tkbench-{tag}-{i}"
-            measured.append(name)
-            sh(DOCKER, "run", "-d", "--name", name, "--label", label, "--network", net,
-               "--dns", "127.0.0.1", IMAGE, "sh", "-c", "nslookup -type=a app; exec sleep 3600")
+        measured = [f"tkbench-{tag}-{i}" for i in range(args.containers)]
         names += measured
-        wait_taken(log, names, 30)
+        began = time.monotonic()
+        start_containers(measured, label, net, args.parallel)
+        wait_taken(log, names, 30 + 0.1 * len(names))
+        result["seconds_to_start_all"] = round(time.monotonic() - began, 1)
         first = [len(nslookup_addresses(sh(DOCKER, "logs", n))) for n in measured]
         result["first_query_answered_by"] = {"scopedns (1 address)": first.count(1),
                                              "docker (2 addresses)": first.count(2),
@@ -165,6 +166,8 @@ def engine_run(args: argparse.Namespace) -> dict[str, Any]:
         result["before"], result["after"] = before, after
         if args.cycles:
             result["cycles"] = cycles(args.cycles, tag, label, net, server.pid)
+        if args.restart:
+            server, result["restart"] = restart_server(server, label, log, names)
     finally:
         events.kill()
         server.terminate()
@@ -173,6 +176,35 @@ def engine_run(args: argparse.Namespace) -> dict[str, Any]:
             sh(DOCKER, "rm", "-f", name, check=False)
         sh(DOCKER, "network", "rm", net, check=False)
     return result
+
+
+def start_containers(names: list[str], label: str, net: str, parallel: int) -> None:
+    """`docker run` each (its first act: ask `app`), `parallel` at a time, with progress."""
+    def run_one(name: str) -> None:
+        sh(DOCKER, "run", "-d", "--name", name, "--label", label, "--network", net,
+           "--dns", "127.0.0.1", IMAGE, "sh", "-c", "nslookup -type=a app; exec sleep 3600")
+
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        for done, _ in enumerate(pool.map(run_one, names), 1):
+            if done % 50 == 0 or done == len(names):
+                print(f"started {done}/{len(names)} containers", file=sys.stderr, flush=True)
+
+
+def restart_server(server: subprocess.Popen[bytes], label: str, log: Path,
+                   names: list[str]) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """SIGTERM (hand every container back), then a new scopedns takes them all over again:
+    how long each step took and the new server's usage."""
+    began = time.monotonic()
+    server.terminate()
+    server.wait(timeout=120)
+    handed_back = time.monotonic() - began
+    began = time.monotonic()
+    again = start_server(label, log.with_suffix(".restart.log"), len(names))
+    wait_taken(log.with_suffix(".restart.log"), names, 60 + 0.1 * len(names))
+    taken = set(log_times(log.with_suffix(".restart.log")))
+    return again, {"hand_back_s": round(handed_back, 2),
+                   "take_all_over_s": round(time.monotonic() - began, 2),
+                   "taken_over": len(taken & set(names)), "usage": proc_usage(again.pid)}
 
 
 def cycles(count: int, tag: str, label: str, net: str, pid: int) -> dict[str, Any]:
@@ -264,6 +296,10 @@ def main() -> None:
     engine = modes.add_parser("engine")
     engine.add_argument("--containers", type=int, default=100)
     engine.add_argument("--cycles", type=int, default=0)
+    engine.add_argument("--parallel", type=int, default=1,
+                        help="docker run this many containers at a time (default 1)")
+    engine.add_argument("--restart", action="store_true",
+                        help="then stop scopedns and time a new one taking them all over")
     synthetic = modes.add_parser("synthetic")
     synthetic.add_argument("--namespaces", type=int, default=1000)
     args = parser.parse_args()

@@ -16,6 +16,7 @@ import resource
 import socket
 import stat
 import threading
+from collections.abc import Iterator
 
 LIBRARY = "libnftables.so.1"
 NFT_CTX_DEFAULT = 0
@@ -62,9 +63,12 @@ def available() -> str | None:
 
 
 # libnftables 1.0.x waits for netlink replies with select(): its socket must be a descriptor
-# below FD_SETSIZE, or glibc aborts the process. With a context kept per container, those low
-# numbers are reserved for contexts: placeholders hold them, every other descriptor of the
-# process lands above, and a context whose socket came out high is moved onto a placeholder.
+# below FD_SETSIZE while a command runs, or glibc aborts the process. A context is kept per
+# container (its socket owns the container's table), so the low numbers would run out near
+# 1,000 containers. Instead, placeholders hold the low numbers, every socket is parked on a high
+# descriptor, and a command borrows a low placeholder for its duration: the socket is dup2'ed
+# onto it (same socket, same netlink port, same table ownership) and the placeholder put back
+# after (docs/takeover.md, "Descriptors").
 FD_SETSIZE = 1024
 _reserve: list[int] = []
 _reserve_lock = threading.Lock()
@@ -92,6 +96,17 @@ def _take_low_descriptor() -> int | None:
         return _reserve.pop() if _reserve else None
 
 
+def _give_back_low_descriptor(low: int) -> None:
+    """Point `low` at /dev/null again (whatever it held stays open elsewhere) and keep it."""
+    placeholder = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.dup2(placeholder, low, inheritable=False)
+    finally:
+        os.close(placeholder)
+    with _reserve_lock:
+        _reserve.append(low)
+
+
 def _refill_reserve() -> None:
     with _reserve_lock:
         if not _reserve:
@@ -116,27 +131,37 @@ class NftContext:
         self._ctx: int | None = ctx
         self._lock = threading.Lock()
         fd = self.socket_descriptor()
-        if fd is not None and fd >= FD_SETSIZE:
-            fd = self._move_socket_low(fd)
-        if fd is None or fd >= FD_SETSIZE:
+        if fd is None:
             self.close()
-            raise NftablesError(f"libnftables' netlink socket is descriptor {fd}, not below "
-                                f"{FD_SETSIZE} (it uses select()): too many containers for one "
-                                "scopedns")
+            raise NftablesError("libnftables' context has no netlink socket where scopedns "
+                                "expects it (libnftables 1.0.x layout)")
+        self._fd = fd
         self._lib.nft_ctx_buffer_output(ctx)
         self._lib.nft_ctx_buffer_error(ctx)
 
-    def _move_socket_low(self, fd: int) -> int:
-        """Put the context's socket on a reserved low descriptor: dup2 over a placeholder (the
-        same socket, so the same netlink port and table ownership), then tell the context."""
+    def _point_socket_at(self, fd: int) -> None:
+        """Tell the context its socket is descriptor `fd` (`struct nft_ctx` begins with its
+        `struct mnl_socket *`, which begins with the descriptor)."""
+        sock = ctypes.c_void_p.from_address(self._ctx or 0).value
+        ctypes.c_int.from_address(sock or 0).value = fd
+
+    @contextlib.contextmanager
+    def _low_socket(self) -> Iterator[None]:
+        """For one command: the socket on a low descriptor select() can take."""
+        if self._fd < FD_SETSIZE:
+            yield
+            return
         low = _take_low_descriptor()
-        if low is None or self._ctx is None:
-            return fd
-        os.dup2(fd, low, inheritable=False)
-        sock = ctypes.c_void_p.from_address(self._ctx).value
-        ctypes.c_int.from_address(sock or 0).value = low
-        os.close(fd)
-        return low
+        if low is None:
+            raise NftablesError(f"no descriptor below {FD_SETSIZE} is free for libnftables "
+                                "(it uses select())")
+        try:
+            os.dup2(self._fd, low, inheritable=False)
+            self._point_socket_at(low)
+            yield
+        finally:
+            self._point_socket_at(self._fd)
+            _give_back_low_descriptor(low)
 
     def socket_descriptor(self) -> int | None:
         """The context's netlink socket: `struct nft_ctx` begins with its `struct mnl_socket *`,
@@ -161,7 +186,8 @@ class NftContext:
         with self._lock:
             if self._ctx is None:
                 raise NftablesError("context already closed")
-            status = self._lib.nft_run_cmd_from_buffer(self._ctx, command.encode())
+            with self._low_socket():
+                status = self._lib.nft_run_cmd_from_buffer(self._ctx, command.encode())
             output = (self._lib.nft_ctx_get_output_buffer(self._ctx) or b"").decode()
             error = (self._lib.nft_ctx_get_error_buffer(self._ctx) or b"").decode()
         if status != 0:
