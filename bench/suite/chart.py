@@ -9,8 +9,8 @@ from typing import Any
 PANELS = (("saturation_qps", "saturation (qps, higher is better)"),
           ("cpu_us_per_query", "server CPU µs/query at the fixed rate"),
           ("p99_us", "p99 latency µs at the fixed rate"))
-PROFILES = ("a", "b", "c", "d")
-BAR_WIDTH = 0.2
+PROFILES = ("a", "b", "c", "d", "t")
+BAR_WIDTH = 0.16
 
 
 def bars(document: dict[str, Any], measure: str,
@@ -38,7 +38,8 @@ def draw(document: dict[str, Any], path: Path) -> Path | None:
     for axis, (measure, title) in zip(axes, PANELS, strict=True):
         for offset, profile in enumerate(PROFILES):
             heights, whiskers = bars(document, measure, profile)
-            positions = [i + (offset - 1.5) * BAR_WIDTH for i in range(len(servers))]
+            middle = (len(PROFILES) - 1) / 2
+            positions = [i + (offset - middle) * BAR_WIDTH for i in range(len(servers))]
             axis.bar(positions, heights, BAR_WIDTH, yerr=whiskers, capsize=2,
                      label=f"({profile})")
         axis.set_title(title, fontsize=10)

@@ -1,16 +1,24 @@
-# Driving dnsperf: one process per profile stream, in turn, pinned to the client CPUs;
-# the saturation search (highest qps with at most 0.1 % loss) and the fixed-rate run whose
-# per-response latencies (-v) and the server's CPU time give the other two measures.
-# Every run is bounded by -l seconds and a subprocess timeout.
+# Driving dnsperf: one process per profile stream, in turn (or, for profile t, side by side,
+# each in its own container's network namespace, sharing the clients and the rate), pinned to
+# the client CPUs; the saturation search (highest qps with at most 0.1 % loss) and the
+# fixed-rate run whose per-response latencies (-v) and the server's CPU time give the other
+# two measures. Every run is bounded by -l seconds and a subprocess timeout.
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.suite.profiles import Profile
-from bench.suite.stats import DnsperfSummary, merge_summaries, parse_latencies, parse_summary
+from bench.suite.stats import (
+    DnsperfSummary,
+    merge_concurrent,
+    merge_summaries,
+    parse_latencies,
+    parse_summary,
+    split,
+)
 
 MAX_LOSS = 0.001  # saturation: at most 0.1 % of queries unanswered
 SATURATION_CLIENTS = 4  # dnsperf -c 4 -q 100
@@ -25,7 +33,8 @@ class Target:
     """Where one server is asked: address, port, whether dnsperf sends from the streams'
     container addresses (loopback peers) and from where it sends the host's queries (None:
     dnsperf's default), a command prefix (nsenter for Docker), and a rewrite of query lines
-    for a server that names things differently (Docker's own PTR addresses)."""
+    for a server that names things differently (Docker's own PTR addresses). Servers asked
+    inside containers also give one prefix per container namespace for profile t."""
 
     server: str
     port: int
@@ -33,6 +42,7 @@ class Target:
     host_source: str | None
     prefix: tuple[str, ...] = ()
     rewrite: Callable[[str], str] | None = None
+    stream_prefixes: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass
@@ -73,7 +83,9 @@ def run_profile(profile: Profile, target: Target, files: Sequence[Path], seconds
                 log_dir: Path) -> StreamRun:
     """The streams one after another, each for an equal share of `seconds` with all the
     clients and the whole rate (side by side, two dnsperf processes on the client CPUs would
-    measure each other); merged as one run."""
+    measure each other); merged as one run. Profile t's streams run side by side instead."""
+    if profile.netns:
+        return run_side_by_side(profile, target, files, seconds, qps, verbose, pin, log_dir)
     share = seconds / len(profile.streams)
     outstanding = SATURATION_OUTSTANDING if qps is None else FIXED_OUTSTANDING
     summaries, latencies = [], []
@@ -90,6 +102,49 @@ def run_profile(profile: Profile, target: Target, files: Sequence[Path], seconds
         if verbose:
             latencies += parse_latencies(text.splitlines())
     return StreamRun(merge_summaries(summaries), latencies)
+
+
+def side_by_side_argvs(profile: Profile, target: Target, files: Sequence[Path],
+                       seconds: float, qps: float | None, verbose: bool) -> list[list[str]]:
+    """One dnsperf per stream, each in its own container namespace for the whole `seconds`;
+    together they have the clients, the outstanding queries and the rate of one stream."""
+    count = len(profile.streams)
+    if len(target.stream_prefixes) < count:
+        raise ValueError(f"profile ({profile.key}) asks {count} container namespaces at once; "
+                         f"this server is reached in {len(target.stream_prefixes)}")
+    outstanding = SATURATION_OUTSTANDING if qps is None else FIXED_OUTSTANDING
+    shares = zip(split(SATURATION_CLIENTS, count), split(outstanding, count),
+                 split(int(qps), count) if qps else [None] * count, strict=True)
+    return [dnsperf_argv(replace(target, prefix=prefix), None, queries, seconds, clients,
+                         queued, rate, profile.edns, verbose)
+            for prefix, queries, (clients, queued, rate)
+            in zip(target.stream_prefixes, files, shares, strict=False)]
+
+
+def run_side_by_side(profile: Profile, target: Target, files: Sequence[Path], seconds: float,
+                     qps: float | None, verbose: bool, pin: Callable[[list[str]], list[str]],
+                     log_dir: Path) -> StreamRun:
+    outputs = [log_dir / f"dnsperf-{profile.key}-{index}.out"
+               for index in range(len(profile.streams))]
+    processes = []
+    try:
+        for argv, out in zip(side_by_side_argvs(profile, target, files, seconds, qps, verbose),
+                             outputs, strict=True):
+            with out.open("wb") as sink:
+                processes.append(subprocess.Popen(pin(argv), stdout=sink,
+                                                  stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL))
+        for process in processes:
+            process.wait(timeout=seconds + 30)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    texts = [out.read_text(errors="replace") for out in outputs]
+    latencies = [value for text in texts for value in parse_latencies(text.splitlines())] \
+        if verbose else []
+    return StreamRun(merge_concurrent([parse_summary(text) for text in texts]), latencies)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.suite.profiles import DOCKER_PATH
+
 MIN_PAIRS = 3  # with fewer, one noisy round decides
 RATIO_MEASURES = ("cpu_us_per_query", "saturation_qps", "p99_us")
-OURS = ("scopedns", "scopedns-nocache")
+OURS = ("scopedns", "scopedns-nocache", "scopedns-takeover")
 INCONCLUSIVE = "inconclusive"
 
 
@@ -45,11 +47,20 @@ GOALS = (
          "a", "cpu_us_per_query", 1.03),
     Goal("revision vs BENCH_BASELINE: saturation (a) ≥ 0.97x", "scopedns", "scopedns-baseline",
          "a", "saturation_qps", 0.97, True),
+    Goal("takeover on Docker's path (t): saturation ≥ 2x Docker", "scopedns-takeover",
+         "docker", DOCKER_PATH, "saturation_qps", 2.0, True),
+    Goal("takeover on Docker's path (t): CPU/query ≤ 0.5x dockerd", "scopedns-takeover",
+         "docker", DOCKER_PATH, "cpu_us_per_query", 0.5),
+    Goal("takeover on Docker's path (t): p99 at the fixed rate ≤ Docker", "scopedns-takeover",
+         "docker", DOCKER_PATH, "p99_us", 1.0),
 )
 
 
-def partner(peer: str) -> str:
-    """The scopedns variant a peer is compared with: caches off against caches off."""
+def partner(peer: str, profile: str) -> str:
+    """The scopedns variant a peer is compared with: caches off against caches off, and
+    scopedns --takeover against Docker on Docker's own path (t)."""
+    if profile == DOCKER_PATH:
+        return "scopedns-takeover"
     return "scopedns-nocache" if peer.endswith("-nocache") else "scopedns"
 
 
@@ -105,10 +116,10 @@ def pair_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (scopedns variant, peer, profile) measured in the same rounds."""
     rows = []
     for peer, per_profile in results.items():
-        ours = partner(peer)
-        if peer in OURS or ours not in results or "error" in per_profile:
+        if peer in OURS or "error" in per_profile:
             continue
         for profile in sorted(key for key in per_profile if isinstance(per_profile[key], dict)):
+            ours = partner(peer, profile)
             mine, theirs = runs_of(results, ours, profile), runs_of(results, peer, profile)
             if not mine or not theirs:
                 continue

@@ -3,7 +3,7 @@
 # unbound (local-data, no recursion), NSD (a root zone: the fast-authoritative reference) and
 # aardvark-dns (its config directory). Each writes its config from the same snapshot names,
 # starts pinned to the server CPU, and is stopped by the run's cleanup stack. Docker's embedded
-# DNS lives in bench.suite.docker_peer.
+# DNS lives in bench.suite.docker_peer, scopedns --takeover in bench.suite.takeover_peer.
 from __future__ import annotations
 
 import os
@@ -165,6 +165,9 @@ STARTERS: dict[str, Callable[[World, Cleanup], Running]] = {
 # take those, compared with each other (bench.suite.pairs).
 CACHE_OFF = {"scopedns-nocache", "dnsmasq-nocache"}
 FORWARDERS = {"scopedns", "dnsmasq", "unbound", "scopedns-baseline"} | CACHE_OFF
+# The servers answering 127.0.0.11 inside containers' namespaces: the only ones that take
+# profile (t), Docker's own path; scopedns --takeover takes nothing else.
+IN_CONTAINERS = {"docker", "scopedns-takeover"}
 
 
 def _first_line(argv: list[str], pattern: str = r".+") -> str:

@@ -2,9 +2,12 @@
 # questions: (a) local A hits without EDNS from the host; (b) a realistic mix with EDNS (A and
 # AAAA pairs where AAAA is NODATA, `name.network`, PTR, mixed case) sent from a container's
 # address and from the host at once; (c) names under `.invalid`, forwarded to the local fake
-# with TTL 0 (nothing may cache them); (d) the same with TTL 300, so caches answer them.
+# with TTL 0 (nothing may cache them); (d) the same with TTL 300, so caches answer them;
+# (t) Docker's own path: A and AAAA of local names asked of 127.0.0.11 from inside two
+# containers' network namespaces at once (Docker's embedded resolver, or scopedns --takeover).
 # A profile is a list of streams; each stream is one dnsperf process with its own source
-# address (a container's, or the host's), run in turn. Pure: returns dnsperf data-file lines.
+# address (a container's, or the host's), run in turn, or (t) each in its own container's
+# namespace, side by side. Pure: returns dnsperf data-file lines.
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,6 +17,8 @@ from bench.suite.names import Endpoint
 
 FORWARDED_NAMES = 2000  # distinct `.invalid` names, so no cache can answer them all
 CACHEABLE_TTL = 300  # profile (d): longer than any run, so every repeat may be a cache hit
+DOCKER_PATH = "t"  # the key of the profile asked on Docker's own path
+NAMESPACES = 2  # profile (t): containers whose 127.0.0.11 is asked at the same time
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class Profile:
     edns: bool
     streams: tuple[Stream, ...]
     forwarded: bool = False  # needs a fake upstream; servers that cannot forward skip it
+    netns: bool = False  # streams at once, each from its own container namespace (profile t)
 
 
 def mixed_case(name: str, index: int) -> str:
@@ -74,7 +80,20 @@ def cacheable(count: int = FORWARDED_NAMES, ttl: int = CACHEABLE_TTL) -> Profile
                    streams=(Stream(None, lines),), forwarded=True)
 
 
+def docker_path(names: Sequence[Endpoint], namespaces: int = NAMESPACES) -> Profile:
+    """A and AAAA (NODATA: the containers have no IPv6) of every name and `name.network`, as
+    a resolver library asks them; the same file from each of `namespaces` containers. Every
+    name is local (a network alias of a container on the asker's network): nothing is
+    forwarded."""
+    lines = tuple(f"{name.lower()} {qtype}" for e in names for name in (e.container, e.qualified)
+                  for qtype in ("A", "AAAA"))
+    return Profile(DOCKER_PATH, f"Docker's own path: 127.0.0.11 in {namespaces} containers' "
+                   "namespaces at once, local A+AAAA", edns=False,
+                   streams=tuple(Stream(None, lines) for _ in range(namespaces)), netns=True)
+
+
 def all_profiles(views: Sequence[tuple[Endpoint, Sequence[Endpoint]]]) -> dict[str, Profile]:
     """`views`: client containers with the names each one's view holds (at least one)."""
-    profiles = (local_hits(views[0][1]), realistic_mix(views), forwarded(), cacheable())
+    profiles = (local_hits(views[0][1]), realistic_mix(views), forwarded(), cacheable(),
+                docker_path(views[0][1]))
     return {p.key: p for p in profiles}

@@ -1,6 +1,7 @@
 # The outputs of a run: bench/results/<date>.json, the PNG chart beside it, and the README's
 # "Benchmarks" section (a results table, the same-run ratios of scopedns to each peer with their
-# spread, the issue's targets judged on those ratios, the scale rows and the engine figures).
+# spread (scopedns --takeover to Docker on Docker's own path, profile t), the issue's targets
+# judged on those ratios, the scale rows and the engine figures).
 # Only the text between the bench markers is rewritten.
 # Redraw from a results file: python -m bench.suite.report bench/results/<date>.json
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bench.suite.chart import draw
 BEGIN = "<!-- bench:begin (written by make bench; do not edit by hand) -->"
 END = "<!-- bench:end -->"
 HEADING = "## Benchmarks"
-PROFILE_ORDER = ("a", "b", "c", "d")
+PROFILE_ORDER = ("a", "b", "c", "d", "t")
 
 
 def cell(measure: dict[str, float] | None, pattern: str = "{:,.0f}") -> str:
@@ -139,6 +140,17 @@ def engine_table(figures: dict[str, Any]) -> list[str]:
     return rows + [f"| {path} | {value} |" for path, value in flatten(figures)]
 
 
+def docker_path_text(settings: dict[str, Any]) -> list[str]:
+    """How Docker's own path (profile t) was measured, when it was."""
+    how = settings.get("dnsperf", {}).get("side_by_side")
+    if not how:
+        return []
+    return [f"Docker's own path {how}. docker: Docker's embedded resolver, CPU = dockerd's; "
+            "scopedns-takeover: `scopedns serve --takeover` on a lab of its own with the same "
+            "names, CPU = scopedns's. Every name asked is a local network alias (nothing is "
+            "forwarded).", ""]
+
+
 def section(document: dict[str, Any], chart: Path | None, readme: Path) -> str:
     settings, machine = document["settings"], document["machine"]
     lines = [
@@ -149,7 +161,7 @@ def section(document: dict[str, Any], chart: Path | None, readme: Path) -> str:
         f"{settings['rate']:,.0f} qps over {settings['fixed_seconds']:g} s. Server CPU "
         f"{settings['pinning']['server_cpu']}, dnsperf CPU {settings['pinning']['dnsperf_cpus']}. "
         "Profiles: " + "; ".join(f"({k}) {v}" for k, v in settings["profiles"].items()) + ".",
-        "", *results_table(document), "",
+        "", *results_table(document), "", *docker_path_text(settings),
         "Same-run ratios (ours/peer per interleaved round: median (min-max) over the rounds; "
         "servers measured in turn, A B then B A, every round):", "", *pairs_table(document), "",
         f"Targets: a ratio decides only when every round's ratio lies on the same side of "

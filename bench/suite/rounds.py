@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench.suite import docker_peer, peers
+from bench.suite import docker_peer, peers, takeover_peer
 from bench.suite.measure import Progress, Settings, aggregate, describe, measure_once
 from bench.suite.procs import Cleanup
 from bench.suite.profiles import Profile
@@ -20,7 +20,11 @@ STARTUP_ERRORS = (RuntimeError, OSError, ValueError, subprocess.SubprocessError)
 
 
 def applies(name: str, profile: Profile) -> bool:
-    """Forwarded profiles for the servers that forward; the caches-off variants only there."""
+    """Forwarded profiles for the servers that forward; the caches-off variants only there;
+    Docker's own path (t) for the servers answering inside containers, and scopedns
+    --takeover only there."""
+    if profile.netns or name == "scopedns-takeover":
+        return profile.netns and name in peers.IN_CONTAINERS
     if profile.forwarded:
         return name in peers.FORWARDERS | {"docker"}
     return name not in peers.CACHE_OFF
@@ -29,15 +33,18 @@ def applies(name: str, profile: Profile) -> bool:
 def start_peer(name: str, world: peers.World, own: Cleanup) -> tuple[peers.Running,
                                                                      dict[str, Any]]:
     """Start one server; (how to reach it, the part of its results known at start)."""
-    if name != "docker":
+    if name not in peers.IN_CONTAINERS:
         running = peers.STARTERS[name](world, own)
         return running, {"load_seconds": running.load_seconds, "notes": running.notes}
     docker_peer.hold_lock(own)
     version = docker_peer.ensure_engine()
-    upstream = [sys.executable, "-m", "bench.suite.fake_upstream"]
-    running = docker_peer.start_docker(world.names, str(os.getpid()), upstream, world.workdir,
-                                       own)
-    running.notes.append("dockerd's CPU time counts all its work during the run")
+    if name == "scopedns-takeover":
+        running = takeover_peer.start_takeover(world, own)
+    else:
+        upstream = [sys.executable, "-m", "bench.suite.fake_upstream"]
+        running = docker_peer.start_docker(world.names, str(os.getpid()), upstream,
+                                           world.workdir, own)
+        running.notes.append("dockerd's CPU time counts all its work during the run")
     return running, {"load_seconds": running.load_seconds, "notes": running.notes,
                      "version": version}
 

@@ -42,7 +42,8 @@ from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_PEERS = ("scopedns", "docker", "dnsmasq", "unbound", "aardvark-dns", "nsd",
-             "scopedns-nocache", "dnsmasq-nocache", "scopedns-http", "scopedns-baseline")
+             "scopedns-nocache", "dnsmasq-nocache", "scopedns-http", "scopedns-takeover",
+             "scopedns-baseline")
 MAIN_SNAPSHOT = (50, 1)  # containers, networks of the snapshot every peer serves
 DNSPERF_SATURATION = (f"-c {SATURATION_CLIENTS} -q {SATURATION_OUTSTANDING} -t {QUERY_TIMEOUT}, "
                       "then -Q 90 % of what was answered while the loss is above 0.1 %")
@@ -68,7 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--peers", default=env_default("BENCH_PEERS", ",".join(ALL_PEERS[:-1])),
         help="comma-separated subset of " + ",".join(ALL_PEERS)
         + " (scopedns-baseline: the server command in BENCH_BASELINE, compared with scopedns)")
-    add("--profiles", default=env_default("BENCH_PROFILES", "a,b,c,d"))
+    add("--profiles", default=env_default("BENCH_PROFILES", "a,b,c,d,t"),
+        help="comma-separated subset of a,b,c,d,t (t: Docker's own path, docker and "
+        "scopedns-takeover only)")
     add("--scale", default=env_default("BENCH_SCALE", "50x1,10000x1000"),
         help="scale rows CONTAINERSxNETWORKS, comma-separated; 'none' to skip")
     add("--engine", default=env_default("BENCH_ENGINE", "yes"),
@@ -103,6 +106,16 @@ def parse_scale(text: str) -> list[tuple[int, int]]:
     return [(int(c), int(n)) for c, n in (item.split("x") for item in text.split(","))]
 
 
+def side_by_side(chosen: list[profiles.Profile]) -> dict[str, str]:
+    """How profile (t) shares dnsperf's clients and the rate between namespaces, if asked."""
+    netns = [p for p in chosen if p.netns]
+    if not netns:
+        return {}
+    return {"side_by_side": f"({netns[0].key}): {len(netns[0].streams)} dnsperf at once, one per "
+            "container namespace (nsenter -n), against 127.0.0.11:53; the -c, -q and -Q above "
+            "shared out between them"}
+
+
 def run_all(args: argparse.Namespace, workdir: Path, cleanup: Cleanup) -> dict[str, Any]:
     settings = settings_from(args)
     server_cpu, client_cpus = cpu_sets()
@@ -134,7 +147,8 @@ def run_all(args: argparse.Namespace, workdir: Path, cleanup: Cleanup) -> dict[s
                                   "names_asked": len(served),
                                   "client": str(asker.address)},
                      "pinning": {"server_cpu": server_cpu, "dnsperf_cpus": client_cpus},
-                     "dnsperf": {"saturation": DNSPERF_SATURATION, "fixed": DNSPERF_FIXED}},
+                     "dnsperf": {"saturation": DNSPERF_SATURATION, "fixed": DNSPERF_FIXED,
+                                 **side_by_side(chosen)}},
         "results": results,
         "pairs": pairs.pair_rows(results),
         "goals": pairs.goal_rows(results),
@@ -169,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, signal.SIG_IGN)
         cleanup.run()
     versions = peers.versions()
-    if "version" in body["results"].get("docker", {}):
-        versions["docker"] = body["results"]["docker"]["version"]
+    for name in ("docker", "scopedns-takeover"):  # both read the engine's version
+        if "version" in body["results"].get(name, {}):
+            versions["docker"] = body["results"][name]["version"]
     document = {"date": began.isoformat(timespec="seconds"),
                 "duration_seconds": round((datetime.now(UTC) - began).total_seconds()),
                 "machine": machine, "versions": versions, **body}

@@ -54,19 +54,41 @@ def parse_summary(text: str) -> DnsperfSummary:
                           runtime=float(number(_RUNTIME)), rcodes=rcodes)
 
 
-def merge_summaries(parts: Sequence[DnsperfSummary]) -> DnsperfSummary:
-    """Several dnsperf runs one after another, seen as one run: the rate is what was
-    answered over the time they took together."""
+def sum_rcodes(parts: Sequence[DnsperfSummary]) -> dict[str, int]:
     rcodes: dict[str, int] = {}
     for part in parts:
         for name, count in part.rcodes.items():
             rcodes[name] = rcodes.get(name, 0) + count
+    return rcodes
+
+
+def merge_summaries(parts: Sequence[DnsperfSummary]) -> DnsperfSummary:
+    """Several dnsperf runs one after another, seen as one run: the rate is what was
+    answered over the time they took together."""
+    rcodes = sum_rcodes(parts)
     completed = sum(p.completed for p in parts)
     runtime = sum(p.runtime for p in parts)
     qps = completed / runtime if runtime else 0.0
     return DnsperfSummary(sent=sum(p.sent for p in parts), completed=completed,
                           lost=sum(p.lost for p in parts), qps=qps, runtime=runtime,
                           rcodes=rcodes)
+
+
+def merge_concurrent(parts: Sequence[DnsperfSummary]) -> DnsperfSummary:
+    """Several dnsperf runs side by side (profile t), seen as one run: their rates add up
+    and the run lasted as long as the longest of them."""
+    return DnsperfSummary(sent=sum(p.sent for p in parts),
+                          completed=sum(p.completed for p in parts),
+                          lost=sum(p.lost for p in parts), qps=sum(p.qps for p in parts),
+                          runtime=max((p.runtime for p in parts), default=0.0),
+                          rcodes=sum_rcodes(parts))
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` shared out over `parts` side-by-side runs, as evenly as whole numbers go, at
+    least 1 each (dnsperf's -c and -q take no 0)."""
+    share, rest = divmod(total, parts)
+    return [max(1, share + (1 if index < rest else 0)) for index in range(parts)]
 
 
 def parse_latencies(lines: Iterable[str]) -> list[float]:
