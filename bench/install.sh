@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make bench` needs beyond `make test`'s tools, from Debian 12 (as root):
-# dnsperf, dnsmasq, unbound, nsd, aardvark-dns and dig. Idempotent: does nothing when all are
+# dnsperf, dnsmasq, unbound, nsd, aardvark-dns and dig, and nft and ss (the takeover peer
+# checks its namespaces with them). Idempotent: does nothing when all are
 # there. The servers are only run by the suite on loopback ports, so their system services
 # must not start (or stay enabled): dnsmasq comes as dnsmasq-base (the binary, no service),
 # and unbound/nsd are installed with a temporary policy-rc.d and their units disabled.
@@ -16,6 +17,8 @@ command -v nsd >/dev/null 2>&1 || need+=(nsd)
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v pidof >/dev/null 2>&1 || need+=(sysvinit-utils)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
