@@ -81,7 +81,9 @@ fuzz: $(STAMP)
 # scopedns against Docker's embedded DNS, dnsmasq, unbound, aardvark-dns and NSD (bench/suite/);
 # writes bench/results/<date>.json + .png and the README's Benchmarks section. Long: every peer
 # and profile in interleaved rounds (progress as [n/total]), plus the engine figures.
-# Quick: `make bench BENCH_SECONDS=3 BENCH_RUNS=1`; also BENCH_PEERS=scopedns,dnsmasq, BENCH_PROFILES=a,b, BENCH_SCALE=none,
+# Peers: scopedns, docker, dnsmasq, unbound, aardvark-dns, nsd, scopedns-nocache, dnsmasq-nocache,
+# scopedns-http (metrics on), scopedns-takeover (profile t: Docker's own path), scopedns-baseline.
+# Quick: `make bench BENCH_SECONDS=3 BENCH_RUNS=1`; also BENCH_PEERS=scopedns,dnsmasq, BENCH_PROFILES=a,b,t, BENCH_SCALE=none,
 # BENCH_ENGINE=no, BENCH_ENGINE_ARGS='--containers 10 --sync 20', BENCH_FIXED_SECONDS=8.
 # Needs root for the installs and nsenter.
 bench: system $(STAMP)
