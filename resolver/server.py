@@ -200,7 +200,7 @@ async def serve(config: Config) -> None:
     server = Server(config)
     engine = None if config.snapshot else EngineStats()  # read by --http (docs/operations.md)
     try:
-        source = open_source(config, server.table, engine, server.metrics)
+        source = open_source(config, server.table, engine, server.metrics, server.handler.stats)
     except SourceError as error:
         raise StartError(str(error)) from None
     stop = asyncio.Event()

@@ -11,7 +11,7 @@ from typing import Protocol
 from resolver.config import Config
 from resolver.explain import StoppedContainer
 from resolver.metrics import Metrics
-from resolver.stats import EngineStats
+from resolver.stats import EngineStats, QueryStats
 from resolver.table import NameTable
 
 
@@ -33,9 +33,10 @@ class SourceError(Exception):
 
 
 def open_source(config: Config, table: NameTable, engine_stats: EngineStats | None = None,
-                metrics: Metrics | None = None) -> StateSource:
-    """The snapshot file if one is given, else the Docker engine (with --takeover beside it).
-    Raises SourceError."""
+                metrics: Metrics | None = None, query_stats: QueryStats | None = None
+                ) -> StateSource:
+    """The snapshot file if one is given, else the Docker engine (with --takeover beside it,
+    counting its containers' queries in `query_stats`). Raises SourceError."""
     if config.snapshot and config.takeover:
         raise SourceError("--takeover follows a live engine; it cannot run with --snapshot")
     if config.snapshot:
@@ -57,7 +58,7 @@ def open_source(config: Config, table: NameTable, engine_stats: EngineStats | No
     if config.takeover:  # docs/takeover.md: takeover runs beside the source it waits for
         from watchers.takeover import WithTakeover
 
-        source = WithTakeover(source, table, config, metrics)
+        source = WithTakeover(source, table, config, metrics, query_stats)
     return source
 
 

@@ -47,7 +47,8 @@ class UdpListener(asyncio.DatagramProtocol):
 
     async def _forward(self, request: Forward, addr: tuple[Any, ...]) -> None:
         """The task path, for listeners that forward through sockets opened elsewhere."""
-        self._reply(await self._resolution.forward(request, tcp=False), addr)
+        self._reply(await self._resolution.forward(request, tcp=False, source=request.client),
+                    addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)

@@ -1,7 +1,8 @@
 # Takeover's forwarding parts without Docker (docs/takeover.md): one container flooding
 # forwards is capped at a quarter of --max-forwards and leaves another container's forwards
 # answered; under the shared total, everyone is capped; TCP forwards go to Docker's TCP port
-# (its resolver listens on one port per transport); and the ctnetlink tuple matcher that
+# (its resolver listens on one port per transport); a container's forwarded query is counted
+# and logged as that container's (docs/operations.md); and the ctnetlink tuple matcher that
 # picks the UDP flows to 127.0.0.11:53.
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 import dns.message
 import pytest
 
+from resolver.answer import Policy
 from resolver.conntrack import (
     CTA_IP_V4_DST,
     CTA_PROTO_DST_PORT,
@@ -23,7 +25,12 @@ from resolver.conntrack import (
     tuple_matches,
 )
 from resolver.forward import Forwarder, ForwardRefused, InFlight, Upstream
+from resolver.handler import Handler
+from resolver.stats import How, QueryStats
+from resolver.takeover import Client, TakeoverUdpListener
+from resolver.transport import Resolution
 from resolver.wire import Query, parse_query
+from testkit.topology import Topology, attach, container, network
 from tests.fakes import FakeUpstream
 
 
@@ -96,6 +103,32 @@ async def test_tcp_forwards_go_to_the_tcp_port(
     assert ("udp", "by-udp.invalid.") in udp_side.seen
     assert ("tcp", "by-tcp.invalid.") in tcp_side.seen
     assert all(name != "by-tcp.invalid." for _, name in udp_side.seen)
+
+
+async def test_a_forwarded_query_is_counted_as_the_containers(
+        upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
+    """The query log and /metrics see a taken-over container's forwards as its own."""
+    up, _ = upstreams
+    net = network("tknet", "172.63.0.0/24")
+    stats = QueryStats()
+    seen: list[tuple[str, int]] = []
+    stats.observers.append(lambda data, source, tcp, reply, how: seen.append((source, how)))
+    handler = Handler(Topology([net], [container("web", attach(net, 2))]).table(), Policy(),
+                      stats=stats)
+    resolution = Resolution(handler, forwarder(up, 4, InFlight(16)))
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: TakeoverUdpListener(resolution, Client("172.63.0.2")),
+        local_addr=("127.0.0.1", 0))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setblocking(False)
+    try:
+        client.sendto(query("away.invalid")[1], transport.get_extra_info("sockname"))
+        await asyncio.wait_for(loop.sock_recv(client, 512), 5)
+    finally:
+        client.close()
+        transport.close()
+    assert seen == [("172.63.0.2", How.FORWARDED)]
 
 
 def attr(kind: int, payload: bytes, nested: bool = False) -> bytes:

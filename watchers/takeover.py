@@ -26,6 +26,7 @@ from resolver.netns import NamespaceError, NamespaceWorker, address_is_local
 from resolver.nftables import NftablesError, reserve_low_descriptors
 from resolver.ratelimit import RateLimiter
 from resolver.sources import StateSource
+from resolver.stats import QueryStats
 from resolver.table import NameTable
 from resolver.takeover import Client, Diversion, Shared, TakeoverError, host_firewall_flavour
 from resolver.tcp import TcpClients
@@ -84,7 +85,8 @@ class TakeoverManager:
     """Takes over, checks and hands back every eligible container's 127.0.0.11."""
 
     def __init__(self, table: NameTable, config: Config,
-                 worker: NamespaceWorker | None = None) -> None:
+                 worker: NamespaceWorker | None = None, stats: QueryStats | None = None
+                 ) -> None:
         self._table = table
         self._url = config.docker
         self._only = config.takeover_only
@@ -92,11 +94,12 @@ class TakeoverManager:
         self._flusher = NamespaceWorker(threads=FLUSH_THREADS)
         policy = Policy(ttl=config.ttl, alias_order=AliasOrder(config.alias_order),
                         domain=config.domain,
-                        forwarding=not config.no_upstream)
+                        forwarding=not config.no_upstream, health=not config.ignore_health)
         limiter = None
         if config.rate_limit > 0:
             limiter = RateLimiter(config.rate_limit, config.rate_limit_burst, clock=time.monotonic)
-        handler = Handler(table, policy, limiter)
+        # `stats`: the server's own, so /metrics and --log-queries see these queries too
+        handler = Handler(table, policy, limiter, stats=stats)
         limit = raise_descriptor_limit()
         held = reserve_low_descriptors()
         log.info("takeover: descriptor limit %d; %d low descriptors kept for nftables contexts "
@@ -384,9 +387,9 @@ class WithTakeover:
     until cancelled; a TaskGroup, not gather, so that cancelling waits for the hand-back."""
 
     def __init__(self, source: StateSource, table: NameTable, config: Config,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, stats: QueryStats | None = None) -> None:
         self._source = source
-        self._manager = TakeoverManager(table, config)
+        self._manager = TakeoverManager(table, config, stats=stats)
         if metrics is not None:  # docs/operations.md: read at scrape time
             manager = self._manager
             metrics.gauge("takeover_containers", "Containers whose 127.0.0.11 scopedns answers "
