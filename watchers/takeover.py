@@ -124,6 +124,9 @@ class TakeoverManager:
         self._queued: dict[str, int] = {}  # work queued or running per container
         self._left_alone: dict[str, str] = {}  # logged once per container and reason
         self._labels: dict[str, Mapping[str, Any]] = {}  # from events and inspects
+        # Running already (an inspect, or a start event): a `network connect` of one joins no
+        # new namespace, so the early path would wait its whole window, holding the lock.
+        self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._retries: set[asyncio.Task[None]] = set()  # waiting to try a failed take again
 
@@ -187,6 +190,10 @@ class TakeoverManager:
                 self._labels.pop(actor_id, None)
             elif actor_id:
                 self._labels[actor_id] = attributes  # an event carries the container's labels
+            if event.get("Action") == "start":
+                self._running.add(actor_id)
+            elif event.get("Action") in ("die", "destroy"):
+                self._running.discard(actor_id)
         if event.get("Type") == "network" and event.get("Action") == "connect" and cid \
                 and cid not in self.diversions:
             self._spawn(cid, partial(self._early, docker, cid, action.network_id))
@@ -242,7 +249,8 @@ class TakeoverManager:
         are in it. Only for containers whose labels we know (from their events) allow it;
         whatever is missing is left to the start event's inspect."""
         labels = self._labels.get(cid)
-        if cid in self.diversions or labels is None or not labels_allow(labels, self._only):
+        if cid in self.diversions or cid in self._running or labels is None \
+                or not labels_allow(labels, self._only):
             return
         others = set(_namespace_files())  # there before the join: other containers'
         network = await inspect_one(show_network(docker, network_id), f"network {network_id}")
@@ -289,6 +297,11 @@ class TakeoverManager:
         labels = config.get("Labels") if isinstance(config, Mapping) else None
         self._labels[cid] = {**(labels if isinstance(labels, Mapping) else {}),
                              "name": str(inspect.get("Name") or "").lstrip("/")}
+        state = inspect.get("State")
+        if isinstance(state, Mapping) and state.get("Running"):
+            self._running.add(cid)
+        else:
+            self._running.discard(cid)
         held = self.diversions.get(cid)
         if isinstance(target, Skip):
             if held is not None:
