@@ -6,9 +6,15 @@ fake upstream on the sidecar's 127.0.0.1:5300. Clients use `--dns <gateway of th
 network>`, where another fake upstream listens on the host, so Docker's embedded DNS
 (127.0.0.11, the oracle) forwards nowhere else. Nothing leaves the host.
 
+Two ways in (a module opts in to both with `LAB_WAYS = WAYS`; the `lab` fixture is then
+parametrised): `direct`, as above, clients asking the sidecar's address; `takeover`, scopedns
+as a host process with `serve --takeover` answering each client's own 127.0.0.11:53, and the
+oracle asked at Docker's real port in the same namespace (takeover_way.py).
+
 Environment: CI=true turns "engine/server unavailable" skips into failures;
 SCOPEDNS_IT_ORACLE_ONLY=1 runs the steps against Docker's 127.0.0.11 only (no scopedns);
-SCOPEDNS_IT_SERVER_ARGS="--alias-order ordered" appends flags to the scopedns command line.
+SCOPEDNS_IT_SERVER_ARGS="--alias-order ordered" appends flags to the scopedns command line;
+SCOPEDNS_IT_WAYS="direct" runs only one way (default "direct takeover").
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -47,12 +54,17 @@ from .harness import (
     poll,
     tail,
 )
+from .takeover_lab import TakeoverLab
+from .takeover_way import TakeoverWay, not_docker, not_scopedns
 
 SERVER_LISTEN = "0.0.0.0:53"
 SIDECAR_UPSTREAM = "127.0.0.1:5300"
 ORACLE_ONLY = os.environ.get("SCOPEDNS_IT_ORACLE_ONLY") == "1"
 IN_CI = os.environ.get("CI") == "true"
 EXTRA_SERVER_ARGS = os.environ.get("SCOPEDNS_IT_SERVER_ARGS", "")
+DIRECT, TAKEOVER = "direct", "takeover"
+WAYS = tuple(way for way in os.environ.get("SCOPEDNS_IT_WAYS", f"{DIRECT} {TAKEOVER}").split()
+             if way == DIRECT or not ORACLE_ONLY)
 
 
 def unavailable(reason: str) -> None:
@@ -82,6 +94,11 @@ class Lab:
     server_extra: tuple[str, ...] = ()
     networks: dict[str, Network] = field(default_factory=dict)
     mismatches: list[str] = field(default_factory=list)
+    takeover: TakeoverWay | None = None  # the takeover way; None: direct
+
+    @property
+    def way(self) -> str:
+        return DIRECT if self.takeover is None else TAKEOVER
 
     @property
     def upstream_log(self) -> Path:
@@ -112,6 +129,10 @@ class Lab:
         if ORACLE_ONLY:
             return
         self.server_extra = extra
+        if self.takeover is not None:
+            self.takeover.start(*extra, *shlex.split(EXTRA_SERVER_ARGS))
+            self.server_log = self.takeover.tk.server_log
+            return
         argv = [sys.executable, "-m", "resolver", "serve", "--listen", SERVER_LISTEN,
                 "--docker", "unix:///var/run/docker.sock", "--upstream", SIDECAR_UPSTREAM,
                 "--log-level", "debug", *extra, *shlex.split(EXTRA_SERVER_ARGS)]
@@ -139,6 +160,8 @@ class Lab:
     def restart_server(self) -> None:
         if ORACLE_ONLY:
             return
+        if self.takeover is not None:  # hands every container back; the count starts anew
+            self._note(self.takeover.stop())
         self.procs.stop("scopedns")
         self.start_server(*self.server_extra)
 
@@ -157,7 +180,17 @@ class Lab:
 
     def ask(self, client: Container, name: str, qtype: str = "A", via: str | None = None,
             tcp: bool = False) -> Answer:
+        """scopedns's answer to `client` (under takeover: its own 127.0.0.11, whatever `via`)."""
+        if self.takeover is not None:
+            return self.takeover.ask(container_pid(client.name), name, qtype, tcp)
         return dig(container_pid(client.name), self.server_for(client, via), name, qtype, tcp)
+
+    def ask_docker(self, pid: int, name: str, qtype: str = "A", tcp: bool = False) -> Answer:
+        """Docker's answer to the process `pid`: its 127.0.0.11 (under takeover, asked at
+        Docker's own port there)."""
+        if self.takeover is not None:
+            return self.takeover.ask_docker(pid, name, qtype, tcp)
+        return dig(pid, DOCKER_DNS, name, qtype, tcp)
 
     def expect(self, client: Container, name: str, qtype: str = "A", *,
                rcode: str = "NOERROR", rdata: Iterable[str] = (),
@@ -180,7 +213,7 @@ class Lab:
             dwant = Answer(docker_rcode or rcode,
                            frozenset(rdata if docker_rdata is None else docker_rdata), "")
             pid = container_pid(client.name)
-            dgot = poll(lambda: dig(pid, DOCKER_DNS, name, qtype, tcp), lambda a: a == dwant, 2.0)
+            dgot = poll(lambda: self.ask_docker(pid, name, qtype, tcp), lambda a: a == dwant, 2.0)
             self._record("docker", client.name, name, qtype + "/tcp" * tcp, dwant, dgot)
             if got is not None and docker_rcode is None and not got.rdata <= dgot.rdata:
                 self.mismatches.append(f"{client.name}: {name} {qtype}: scopedns {got} is not a "
@@ -190,21 +223,26 @@ class Lab:
     def expect_host(self, name: str, *, rcode: str = "NOERROR", rdata: Iterable[str] = (),
                     server: str = "127.0.0.1", netns: bool = True) -> None:
         """Check scopedns from a non-container source: by default loopback inside the sidecar's
-        netns (the host view); with netns=False, from the host itself to `server`."""
+        netns (the host view; under takeover, the host listener); with netns=False, from the
+        host itself to `server` (direct only)."""
         if ORACLE_ONLY:
             return
-        assert self.sidecar is not None
+        assert self.sidecar is not None and (netns or self.takeover is None)
         want = Answer(rcode, frozenset(rdata), "")
-        got = poll(lambda: dig(self.sidecar_pid() if netns else None, server, name),
+        takeover = self.takeover
+        got = poll(lambda: takeover.ask_host(name) if takeover is not None else
+                   dig(self.sidecar_pid() if netns else None, server, name),
                    lambda a: a == want)
         source = "sidecar-loopback" if netns else "host"
         self._record("scopedns", source, name, "A", want, got)
 
     def same_as_docker(self, client: Container, name: str, qtype: str = "A") -> Answer:
         """Differential check: scopedns must give exactly Docker's answer (rcode and set)."""
-        theirs = dig(container_pid(client.name), DOCKER_DNS, name, qtype)
+        theirs = self.ask_docker(container_pid(client.name), name, qtype)
+        self._record_origin("docker", client.name, name, qtype, theirs)
         if not ORACLE_ONLY:
             ours = poll(lambda: self.ask(client, name, qtype), lambda a: a == theirs)
+            self._record_origin("scopedns", client.name, name, qtype, ours)
             if ours != theirs:
                 self.mismatches.append(f"[differ] {client.name} asks {name} {qtype}: "
                                        f"docker {theirs}, scopedns {ours}")
@@ -214,13 +252,37 @@ class Lab:
                 got: Answer) -> None:
         if got != want:
             self.mismatches.append(f"[{who}] {client} asks {name} {qtype}: want {want}, got {got}")
+        self._record_origin(who, client, name, qtype, got)
+
+    def _record_origin(self, who: str, client: str, name: str, qtype: str, got: Answer
+                       ) -> None:
+        """Under takeover: an answer that cannot have come from `who` (takeover_way.py)."""
+        problem = self.origin_problem(who, got)
+        if problem:
+            self._note(f"[origin] {client} asks {name} {qtype}: {who}'s answer {problem}\n"
+                       f"{got.text.strip()}")
+
+    def _note(self, problem: str | None) -> None:
+        if problem:
+            self.mismatches.append(problem)
+
+    def origin_problem(self, who: str, got: Answer) -> str | None:
+        if self.takeover is None:
+            return None
+        return (not_docker if who == "docker" else not_scopedns)(got)
 
     def forwarded(self, name: str, transport: str = "udp") -> bool:
-        """Did scopedns forward `name` to its (fake) upstream over `transport`?"""
+        """Did scopedns forward `name` to its (fake) upstream over `transport`? (Under
+        takeover its upstream is Docker's resolver: its query log says.)"""
+        if self.takeover is not None:
+            return self.takeover.forwarded(name, transport)
         return (name.lower().rstrip(".") + ".", transport) in forwarded(self.upstream_log)
 
     def verify(self) -> None:
-        """Fail the current test if any expectation was not met."""
+        """Fail the current test if any expectation was not met (under takeover: also if
+        scopedns did not count every query sent to it)."""
+        if self.takeover is not None:
+            self._note(self.takeover.count_problem())
         if self.mismatches:
             report = self.report()
             self.mismatches.clear()
@@ -232,6 +294,13 @@ class Lab:
             alive = "alive" if self.procs.alive("scopedns") else "DEAD"
             text += f"\n--- scopedns ({alive}) log tail:\n" + tail(self.server_log, 25)
         return text
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with `LAB_WAYS` runs every test that uses the lab once per way."""
+    ways = getattr(metafunc.module, "LAB_WAYS", None)
+    if ways and "lab" in metafunc.fixturenames:
+        metafunc.parametrize("lab", ways, indirect=True, scope="module")
 
 
 @pytest.fixture(scope="session")
@@ -247,11 +316,18 @@ def engine_ready() -> None:
 @pytest.fixture(scope="module")
 def lab(engine_ready: None, tmp_path_factory: pytest.TempPathFactory,
         request: pytest.FixtureRequest) -> Iterator[Lab]:
-    """A test module may set DOCKER_PREFIX: every container and network it makes starts so."""
+    """A test module may set DOCKER_PREFIX: every container and network it makes starts so.
+    Parametrised (LAB_WAYS), the param is the way in: DIRECT or TAKEOVER."""
+    way = getattr(request, "param", DIRECT)
+    if way == TAKEOVER and shutil.which("nft") is None:
+        unavailable("nft not installed (tests/setup/install-system.sh installs nftables)")
     run_id = secrets.token_hex(3)
-    logs = tmp_path_factory.mktemp(f"lab-{run_id}")
+    logs = tmp_path_factory.mktemp(f"lab-{way}-{run_id}")
     prefix = str(getattr(request.module, "DOCKER_PREFIX", ""))
-    the_lab = Lab(Engine(run_id, prefix), Processes(logs), logs)
+    engine, procs = Engine(run_id, prefix), Processes(logs)
+    the_lab = Lab(engine, procs, logs)
+    if way == TAKEOVER:
+        the_lab.takeover = TakeoverWay(TakeoverLab(engine, procs, logs))
     try:
         the_lab.start_sidecar()
         yield the_lab

@@ -88,16 +88,17 @@ class Answer:
         return f"{self.rcode} {sorted(self.rdata)}"
 
 
-def dig(pid: int | None, server: str, name: str, qtype: str = "A", tcp: bool = False
-        ) -> Answer:
-    """Ask `server` from inside the network namespace of process `pid` (None: the host's).
+def dig(pid: int | None, server: str, name: str, qtype: str = "A", tcp: bool = False,
+        port: int = 53) -> Answer:
+    """Ask `server` (at `port`) from inside the network namespace of process `pid` (None: the
+    host's).
 
     One try, 2 s: a missing reply shows as NO_REPLY rather than as a long wait. dig's defaults
     otherwise (EDNS with a cookie, RD); `tcp` asks over TCP.
     """
     prefix = ["nsenter", "-n", "-t", str(pid)] if pid is not None else []
     argv = [*prefix, "dig", "+tries=1", "+time=2", "+noall", "+comments", "+answer",
-            "+tcp" if tcp else "+notcp", f"@{server}", name, qtype]
+            "+tcp" if tcp else "+notcp", "-p", str(port), f"@{server}", name, qtype]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
     return parse_dig(proc.stdout, qtype)
 

@@ -88,6 +88,8 @@ class TakeoverLab:
     http_port: int = 0
     starts: int = 0
     boxes: dict[str, Container] = field(default_factory=dict)
+    extra: tuple[str, ...] = ()  # more scopedns flags, after ours
+    upstream: str = "127.0.0.1:9"  # the host listener's: never asked by test_takeover.py
 
     @property
     def selector(self) -> str:
@@ -109,8 +111,8 @@ class TakeoverLab:
         return [sys.executable, "-m", "resolver", "serve", "--takeover",
                 "--takeover-only", self.selector, "--listen", f"127.0.0.1:{self.server_port}",
                 "--http", f"127.0.0.1:{self.http_port}",
-                "--upstream", "127.0.0.1:9",  # the host listener is never asked here
-                "--log-level", "debug"]
+                "--upstream", self.upstream,
+                "--log-level", "debug", *self.extra]
 
     def start_server(self) -> None:
         """Start scopedns and return once its first takeover pass is done."""

@@ -14,8 +14,14 @@ Docker is the reference except where a named rule below encodes a deliberate dif
 (README "Where scopedns differs"); nothing else is forgiven. No scopedns answer may carry an
 address (or a PTR target) on a network the client is not attached to.
 
-Seeds: DEFAULT_SEEDS, or SCOPEDNS_DIFF_SEEDS="1 2 3". A failure shows seed, client, question,
-every answer and the topology; rerun one topology with SCOPEDNS_DIFF_SEEDS=<seed>.
+Under takeover (conftest.py, the lab's ways) the lab's scopedns is instead a host process with
+`serve --takeover`: a client asks it at its own 127.0.0.11:53, and Docker at the port Docker's
+DNAT points to in the same namespace; every answer's origin is checked (takeover_way.py). The
+`ordered` instance stays in the sidecar's netns: it is only the reference for registration order.
+
+Seeds: DEFAULT_SEEDS, or SCOPEDNS_DIFF_SEEDS="1 2 3"; under takeover TAKEOVER_SEEDS, or
+SCOPEDNS_DIFF_TAKEOVER_SEEDS. A failure shows seed, client, question, every answer and the
+topology; rerun one topology with SCOPEDNS_DIFF_SEEDS=<seed>.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any
 import dns.reversename
 import pytest
 
-from .conftest import EXTRA_SERVER_ARGS, ORACLE_ONLY, Lab
+from .conftest import DIRECT, EXTRA_SERVER_ARGS, ORACLE_ONLY, WAYS, Lab
 from .harness import DOCKER_DNS, NO_REPLY, Answer, dig_batch, docker
 from .random_topology import ALIAS_WORDS, Topology, build, dismantle
 
@@ -43,6 +49,8 @@ pytestmark = pytest.mark.docker
 DOCKER_PREFIX = "sdiff-"  # read by the `lab` fixture: every container and network is sdiff-*
 DEFAULT_SEEDS = (3, 4, 9)  # together: dual-stack, internal, every change kind, every rule
 SEEDS = [int(s) for s in os.environ.get("SCOPEDNS_DIFF_SEEDS", "").split()] or DEFAULT_SEEDS
+TAKEOVER_SEEDS = [int(s) for s in os.environ.get("SCOPEDNS_DIFF_TAKEOVER_SEEDS", "").split()
+                  ] or (9,)
 ORDERED_PORT = 5353
 SETTLE_SECONDS = 6.0  # scopedns learns from events: a disagreement is re-asked until then
 SERVERS = ("docker", "main", "ordered")
@@ -185,15 +193,21 @@ class Verdict:
     problems: tuple[str, ...]
 
 
-def ask(client: Client, questions: list[tuple[str, str]]) -> Seen:
+def ask(lab: Lab, client: Client, questions: list[tuple[str, str]]) -> Seen:
     where = {"docker": (DOCKER_DNS, 53), "main": (client.server, 53),
              "ordered": (client.server, ORDERED_PORT)}
+    if lab.takeover is not None:  # main: the client's own 127.0.0.11; Docker at its own port
+        endpoints = lab.takeover.endpoints(client.pid)
+        if endpoints is None:
+            pytest.fail(f"{client.name} was not taken over", pytrace=False)
+        where["docker"], where["main"] = endpoints
+        lab.takeover.asked += len(questions)
     batch = [(server, name, qtype) for name, qtype in questions for server in SERVERS]
     answers = dig_batch(client.pid, [(*where[s], name, qtype) for s, name, qtype in batch])
     return dict(zip(batch, answers, strict=True))
 
 
-def judge(client: Client, name: str, qtype: str, seen: Seen, asked: Questions,
+def judge(lab: Lab, client: Client, name: str, qtype: str, seen: Seen, asked: Questions,
           main_order: str) -> Verdict:
     rules: list[str] = []
     folded = rule_case_folded(name, asked)
@@ -216,6 +230,10 @@ def judge(client: Client, name: str, qtype: str, seen: Seen, asked: Questions,
         stray = [] if name.endswith(".invalid") else off_network(client, qtype, answers[server])
         if stray:
             problems.append(f"{server} answers {stray}: on no network of the client")
+    for server, who in (("main", "scopedns"), ("docker", "docker")):
+        origin = lab.origin_problem(who, answers[server])
+        if origin:
+            problems.append(f"{server}'s answer {origin}")
     return Verdict(client, name, qtype, answers, reference, tuple(rules), tuple(problems))
 
 
@@ -228,20 +246,22 @@ def off_network(client: Client, qtype: str, answer: Answer) -> list[str]:
     return [a for a in answer.rdata if not any(ip_address(a) in s for s in subnets)]
 
 
-def judge_client(client: Client, asked: Questions, main_order: str) -> list[Verdict]:
+def judge_client(lab: Lab, client: Client, asked: Questions, main_order: str
+                 ) -> list[Verdict]:
     """Ask everything once; re-ask what disagrees until it agrees or SETTLE_SECONDS pass."""
     questions = [(name, "A") for name in asked.names] + [(p, "PTR") for p in asked.ptrs]
     questions += [(name, "AAAA") for name in asked.names if client.dual]
-    seen = ask(client, questions)
+    seen = ask(lab, client, questions)
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
-        verdicts = [judge(client, n, qtype, seen, asked, main_order) for n, qtype in questions]
+        verdicts = [judge(lab, client, n, qtype, seen, asked, main_order)
+                    for n, qtype in questions]
         again = {(n, t) for v in verdicts if v.problems for n, t in
                  ((v.name, v.qtype), (asked.spelled.get(v.name, v.name), v.qtype))}
         if not again or time.monotonic() > deadline:
             return verdicts
         time.sleep(0.3)
-        seen.update(ask(client, sorted(again)))
+        seen.update(ask(lab, client, sorted(again)))
 
 
 # --- Reporting --------------------------------------------------------------------------------
@@ -305,7 +325,14 @@ def main_order(lab: Lab) -> str:
     return alias_order(EXTRA_SERVER_ARGS)
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every seed of SEEDS directly, and TAKEOVER_SEEDS under takeover (conftest.py WAYS)."""
+    cases = [(way, seed) for way in WAYS for seed in (SEEDS if way == DIRECT else TAKEOVER_SEEDS)]
+    metafunc.parametrize(("lab", "seed"), [pytest.param(way, seed, id=f"{way}-{seed}")
+                                           for way, seed in cases], indirect=["lab"],
+                         scope="module")
+
+
 def test_same_answers_as_docker(lab: Lab, main_order: str, seed: int) -> None:
     """Every client, every name: scopedns answers as 127.0.0.11 does, but for the rules."""
     assert lab.sidecar is not None
@@ -317,7 +344,8 @@ def test_same_answers_as_docker(lab: Lab, main_order: str, seed: int) -> None:
         clients = clients_of(topo, facts, sidecar)
         asked = questions_for(topo, facts, sidecar, lab.engine.run_id)
         built = time.monotonic()
-        verdicts = [v for client in clients for v in judge_client(client, asked, main_order)]
+        verdicts = [v for client in clients for v in judge_client(lab, client, asked,
+                                                                  main_order)]
         judged = time.monotonic()
     finally:
         dismantle(lab, topo)
@@ -325,6 +353,9 @@ def test_same_answers_as_docker(lab: Lab, main_order: str, seed: int) -> None:
     print(f"seed {seed}: built in {built - started:.1f} s, asked in {judged - built:.1f} s, "
           f"removed in {time.monotonic() - judged:.1f} s")
     bad = [verdict for verdict in verdicts if verdict.problems]
+    counted = lab.takeover.count_problem() if lab.takeover is not None else None
+    if counted:
+        pytest.fail(f"seed {seed}: {counted}\n{lab.report()}", pytrace=False)
     if bad:
         shown = "\n".join(explain(verdict) for verdict in bad[:20])
         pytest.fail(f"seed {seed}: {len(bad)} of {len(verdicts)} answers differ from Docker's "
