@@ -196,6 +196,7 @@ SERVE_FLAGS = (
          "/healthz, /readyz and /v1/clients here (default off; port 9153 if none; it reveals "
          "the table: keep it on loopback or a management network)", metavar="ADDR[:PORT]"),
     Flag("log-format", _one_of(LOG_FORMATS), "text", "text or json lines (default text)"),
+    Flag("udp-io", _one_of(("loop", "block-mmsg", "block-recvfrom", "epoll-mmsg", "epoll-recvfrom", "handoff")), "loop", "UDP receive path"),
     Flag("log-queries", _switch, False, "log one line per query (at most 50 a second) with "
          "client, view, name, type, rcode and how it was answered", switch=True),
 )

@@ -78,6 +78,7 @@ class Config:
     http: tuple[str, int] | None = None
     log_format: str = "text"
     log_queries: bool = False
+    udp_io: str = "loop"
 
     @property
     def engine_description(self) -> str:

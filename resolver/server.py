@@ -9,6 +9,7 @@ import errno
 import logging
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ from resolver.table import NameTable
 from resolver.tcp import TcpClients, TcpConnection
 from resolver.transport import Resolution
 from resolver.udp import UdpListener
+from resolver.udp_thread import Listener, Receiver
 from resolver.views import HostViewPolicy
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,7 @@ class Server:
         self.tcp_clients = TcpClients(config.tcp_max_connections, config.tcp_max_per_source)
         self._closers: list[Callable[[], Any]] = []
         self.addresses: list[tuple[str, int]] = []
+        self._receiver: Receiver | None = None
 
     async def start(self) -> None:
         """Bind UDP and TCP on every listen address (port 0: one free port for both), then
@@ -150,21 +153,30 @@ class Server:
         try:
             sock.bind((host, port))
             enlarge_receive_buffer(sock, UDP_RECEIVE_BUFFER)
-            udp, _ = await loop.create_datagram_endpoint(
-                lambda: UdpListener(self.resolution), sock=sock)
+            if self.config.udp_io != "loop":
+                if self._receiver is None:
+                    self._receiver = Receiver(loop, threading.Lock(), self.config.udp_io)
+                    self._closers.append(self._receiver.stop)
+                self._receiver.add(Listener(sock, self.resolution))
+                def close_udp() -> None:
+                    pass
+            else:
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: UdpListener(self.resolution), sock=sock)
+                close_udp = udp.close
         except OSError:
             sock.close()
             raise
-        port = udp.get_extra_info("sockname")[1]
+        port = sock.getsockname()[1]
         config = self.config
         try:
             tcp = await loop.create_server(
                 lambda: TcpConnection(self.resolution, self.tcp_clients, config.tcp_idle),
                 host, port, family=family, reuse_address=True, backlog=1024)
         except OSError:
-            udp.close()
+            close_udp()
             raise
-        self._closers += [udp.close, tcp.close]
+        self._closers += [close_udp, tcp.close]
         return host, port
 
     async def close(self) -> None:
