@@ -72,24 +72,42 @@ class Batch:
         self._data_view = memoryview(self._data).cast("B")
         self._out_view = memoryview(self._out).cast("B")
         self._names_view = memoryview(self._names).cast("B")
+        self._names64 = self._names_view.cast("Q")
         self._in32 = memoryview(self._msgs_in).cast("B").cast("I")
         self._out32 = memoryview(self._msgs_out).cast("B").cast("I")
         self._out64 = memoryview(self._msgs_out).cast("B").cast("Q")
         self._iov_out64 = memoryview(self._iov_out).cast("B").cast("Q")
         self._queued = 0
+        self._got = 0
 
     def receive(self, fd: int, flags: int) -> int:
         """Datagrams now in the batch (0 when none); raises OSError but for EAGAIN/EINTR."""
         in32 = self._in32
-        for i in range(self.size):  # the kernel wrote each one's name length
+        for i in range(self._got):  # the kernel wrote the name lengths of the last batch
             in32[i * 16 + 2] = NAME_SLOT
-        got = _recvmmsg(fd, self._msgs_in_address, self.size, flags, None)
+        got = self._got = _recvmmsg(fd, self._msgs_in, self.size, flags, None)
         if got < 0:
+            self._got = 0
             code = ctypes.get_errno()
             if code in (11, 4):  # EAGAIN, EINTR
                 return 0
             raise OSError(code, os.strerror(code))
         return got
+
+    def received(self, got: int) -> list[tuple[bytes, int | bytes]]:
+        """(datagram, sender) of each datagram of the last receive: the sender as the first 8
+        bytes of its sockaddr_in as one int (family, port, IPv4 address), or the raw bytes of
+        any other sockaddr."""
+        in32, data, names = self._in32, self._data_view, self._names_view
+        names64 = self._names64
+        found: list[tuple[bytes, int | bytes]] = []
+        for i in range(got):
+            start = i * SLOT
+            name_length = in32[i * 16 + 2]
+            found.append((bytes(data[start:start + in32[i * 16 + 14]]),
+                          names64[i * 4] if name_length == 16 else
+                          bytes(names[i * NAME_SLOT:i * NAME_SLOT + name_length])))
+        return found
 
     def datagram(self, i: int) -> bytes:
         length = self._in32[i * 16 + 14]
@@ -123,5 +141,5 @@ class Batch:
         queued, self._queued = self._queued, 0
         if not queued:
             return 0
-        sent = _sendmmsg(fd, self._msgs_out_address, queued, MSG_DONTWAIT)
+        sent = _sendmmsg(fd, self._msgs_out, queued, MSG_DONTWAIT)
         return max(sent, 0)

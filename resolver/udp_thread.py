@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 VARIANT = os.environ.get("SCOPEDNS_UDP_VARIANT", "block-mmsg")
 
 
-def decode_name(raw: bytes) -> tuple[str, tuple[Any, ...]]:
+def decode_name(raw: bytes | int) -> tuple[str, tuple[Any, ...]]:
+    if isinstance(raw, int):
+        raw = raw.to_bytes(8, "little")
     family = int.from_bytes(raw[:2], "little")
     port = int.from_bytes(raw[2:4], "big")
     if family == socket.AF_INET:
@@ -48,7 +50,7 @@ class Receiver:
         self._guard = guard
         self._threads: list[threading.Thread] = []
         self._listeners: dict[int, Listener] = {}
-        self._names: dict[bytes, tuple[str, tuple[Any, ...]]] = {}
+        self._names: dict[bytes | int, tuple[str, tuple[Any, ...]]] = {}
         self._stopping = False
         self._epoll: Any = None
         self._wake_r = self._wake_w = -1
@@ -89,7 +91,7 @@ class Receiver:
         for listener in self._listeners.values():
             listener.sock.close()
 
-    def _address(self, raw: bytes) -> tuple[str, tuple[Any, ...]]:
+    def _address(self, raw: bytes | int) -> tuple[str, tuple[Any, ...]]:
         found = self._names.get(raw)
         if found is None:
             if len(self._names) > 65536:
@@ -120,16 +122,19 @@ class Receiver:
     def _answer_batch(self, listener: Listener, batch: Batch, got: int, fd: int) -> None:
         handle = listener.resolution.handler.handle
         forwards = []
+        names = self._names
         with self._guard:
-            for i in range(got):
-                data = batch.datagram(i)
-                source, addr = self._address(batch.name(i))
+            for i, (data, raw) in enumerate(batch.received(got)):
+                found = names.get(raw)
+                if found is None:
+                    found = self._address(raw)
+                source, addr = found
                 if listener.source is not None:
                     source = listener.source()
                 outcome = handle(data, source, False)
-                if isinstance(outcome, bytes):
-                    if not batch.queue(i, outcome):
-                        self._sendto(listener.sock, outcome, addr)
+                if outcome.__class__ is bytes:
+                    if not batch.queue(i, outcome):  # type: ignore[arg-type]
+                        self._sendto(listener.sock, outcome, addr)  # type: ignore[arg-type]
                 elif outcome is not None:
                     forwards.append((outcome, addr))
         batch.flush(fd)
