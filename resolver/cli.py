@@ -27,8 +27,10 @@ from resolver.config import (
     DEFAULT_RATE_LIMIT,
     DEFAULT_RESYNC_INTERVAL,
     DEFAULT_TTL,
+    DEFAULT_UDP_IO,
     DEFAULT_UPSTREAM_TIMEOUT,
     MAX_UPSTREAMS,
+    UDP_IO,
     Config,
     HostPort,
     parse_host_port,
@@ -191,12 +193,14 @@ SERVE_FLAGS = (
          "label (default: every container)", metavar="LABEL[=VALUE]"),
     Flag("ignore-health", _switch, False, "answer starting and unhealthy holders too, as "
          "Docker does (docs/health.md)", switch=True),
+    Flag("udp-io", _one_of(UDP_IO), DEFAULT_UDP_IO, "how UDP is read: batch (one thread, "
+         "recvmmsg/sendmmsg) or loop (the event loop, per datagram); default %(default)s "
+         "(docs/performance.md)", metavar="batch|loop"),
     # Operations (docs/operations.md).
     Flag("http", lambda text: parse_host_port(text, HTTP_PORT), None, "serve /metrics, "
          "/healthz, /readyz and /v1/clients here (default off; port 9153 if none; it reveals "
          "the table: keep it on loopback or a management network)", metavar="ADDR[:PORT]"),
     Flag("log-format", _one_of(LOG_FORMATS), "text", "text or json lines (default text)"),
-    Flag("udp-io", _one_of(("loop", "block-mmsg", "block-recvfrom", "epoll-mmsg", "epoll-recvfrom", "handoff")), "loop", "UDP receive path"),
     Flag("log-queries", _switch, False, "log one line per query (at most 50 a second) with "
          "client, view, name, type, rcode and how it was answered", switch=True),
 )

@@ -35,6 +35,11 @@ DEFAULT_RATE_LIMIT = 0.0
 # Upstream answers kept (resolver/cache.py): at a few hundred bytes each, ~5 MB; 0: no cache.
 DEFAULT_CACHE_SIZE = 10_000
 
+# UDP read by one thread in batches (recvmmsg/sendmmsg) costs less CPU per query than the event
+# loop's per-datagram path (docs/performance.md); "loop" keeps the event loop's.
+UDP_IO = ("batch", "loop")
+DEFAULT_UDP_IO = "batch"
+
 IPNetworkOption = IPv4Network | IPv6Network
 
 
@@ -78,7 +83,8 @@ class Config:
     http: tuple[str, int] | None = None
     log_format: str = "text"
     log_queries: bool = False
-    udp_io: str = "loop"
+    # --udp-io: who reads UDP, a thread in batches or the event loop per datagram.
+    udp_io: str = DEFAULT_UDP_IO
 
     @property
     def engine_description(self) -> str:

@@ -15,7 +15,8 @@ import struct
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NamedTuple
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, NamedTuple
 
 from dns.rcode import REFUSED, SERVFAIL
 
@@ -68,10 +69,12 @@ class Forwarder:
                  total: InFlight | None = None,
                  tcp_upstreams: Sequence[Upstream] | None = None,
                  cache: AnswerCache | None = None,
-                 health: UpstreamHealth | None = None) -> None:
+                 health: UpstreamHealth | None = None,
+                 cache_lock: AbstractContextManager[Any] | None = None) -> None:
         """`max_in_flight` caps this forwarder; `total`, when given, is a cap shared with
         others (takeover: a quarter of --max-forwards per container, under the whole).
-        `tcp_upstreams` pair with `upstreams` index by index (the same server's TCP port)."""
+        `tcp_upstreams` pair with `upstreams` index by index (the same server's TCP port).
+        `cache_lock` is held to store into `cache` (its readers may be on another thread)."""
         self.upstreams = tuple(upstreams)
         self.timeout = timeout
         self.budget = budget
@@ -82,6 +85,7 @@ class Forwarder:
         self.tcp_upstreams = tuple(tcp_upstreams) if tcp_upstreams else None
         self.in_flight = 0
         self._cache = cache
+        self._cache_lock = cache_lock or nullcontext()
         self.health = health or UpstreamHealth([str(u) for u in self.upstreams])
         self._probes: set[asyncio.Task[None]] = set()
         self._pending: set[UdpForward] = set()
@@ -173,7 +177,8 @@ class Forwarder:
                      query.qname)
             return None
         if self._cache is not None:
-            self._cache.store(query, reply)
+            with self._cache_lock:
+                self._cache.store(query, reply)
         relayed = data[:2] + reply[2:]
         return relayed if tcp else fit_udp(relayed, query)
 

@@ -8,9 +8,14 @@
 #   a repeated query costs two dict lookups and a concatenation. Shuffled answers are not kept.
 # A name that is not local is looked up in the cache of upstream answers (resolver/cache.py)
 # before it is handed to the forwarder. Still sans-IO.
+# Answers come from the table snapshot the handler took at its last change (`_forget`), so
+# the caches and what they were computed from change together. `lock`: whoever calls the
+# handler, or touches its stats or upstream cache, from more than one thread holds it (the
+# UDP receive thread, resolver/udp_batch.py, docs/performance.md).
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import NamedTuple
@@ -29,7 +34,7 @@ from resolver.slowpath import (
 )
 from resolver.stats import How, QueryStats
 from resolver.table import NameTable
-from resolver.views import View
+from resolver.views import View, view_for
 from resolver.wire import (
     Query,
     Reject,
@@ -79,6 +84,8 @@ class Handler:
                  upstream_cache: AnswerCache | None = None,
                  stats: QueryStats | None = None) -> None:
         self._table = table
+        self._snapshot = table.snapshot
+        self.lock = threading.Lock()
         # --http, --log-queries: every query counted (docs/operations.md); None costs a test.
         self.stats = stats
         self._how = How.FAST  # how _handle answered the query it last saw
@@ -181,7 +188,7 @@ class Handler:
             return Forward(query, data, source)
         view = self._views.get(source)
         if not tcp and view is not None and len(data) <= MAX_KEPT_QUERY \
-                and self._table.synced:
+                and self._snapshot.synced:
             if len(self._forwarded) >= MAX_CACHED_REPLIES:
                 self._forwarded.clear()
             self._forwarded[(view.key, data[2:])] = query
@@ -193,7 +200,7 @@ class Handler:
         view = self._views.get(source)
         if view is None or answer.shuffle or len(data) > MAX_KEPT_QUERY:
             return
-        if not self._table.synced:
+        if not self._snapshot.synced:
             return
         if len(self._replies) >= MAX_CACHED_REPLIES:
             self._replies.clear()
@@ -206,14 +213,15 @@ class Handler:
             return self._answers[key]
         except KeyError:
             pass
-        decision = decide(view, self._table.synced, qname, qtype, self._policy)
+        synced = self._snapshot.synced
+        decision = decide(view, synced, qname, qtype, self._policy)
         prepared = None
         if decision is not FORWARD:
             rrs = [(record.rdata, record.ttl) for record in decision.records]
             prepared = Prepared(decision, encode_answer_records(qname, rrs))
         if len(self._answers) >= MAX_CACHED_ANSWERS:
             self._answers.clear()
-        if self._table.synced:
+        if synced:
             self._answers[key] = prepared
         return prepared
 
@@ -227,17 +235,20 @@ class Handler:
         except ValueError:
             view = None
         else:
-            view = self._table.view_for(address)
+            view = view_for(self._snapshot, address)
         if len(self._views) >= MAX_CACHED_VIEWS:
             self._views.clear()
         self._views[source] = view
         return view
 
     def _forget(self) -> None:
-        self._views.clear()
-        self._answers.clear()
-        self._replies.clear()
-        self._forwarded.clear()
+        """The table changed: answer from its new snapshot, and forget what the old one gave."""
+        with self.lock:
+            self._snapshot = self._table.snapshot
+            self._views.clear()
+            self._answers.clear()
+            self._replies.clear()
+            self._forwarded.clear()
 
 
 def _render(parsed: Query | ParsedSlow, data: bytes, prepared: Prepared,

@@ -72,7 +72,7 @@ def server_metrics(server: Server, engine: EngineStats | None) -> Metrics:
     metrics.add(build_info)
     stats = server.handler.stats
     if stats is not None:
-        metrics.add(lambda: query_families(stats))
+        metrics.add(lambda: query_families(stats, server.handler.lock))
     metrics.add(lambda: forward_families(server.resolution.forwarder))
     metrics.add(lambda: table_families(server.table))
     metrics.add(lambda: tcp_families(server.tcp_clients))

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 import dns.rcode
 import dns.rdatatype
@@ -113,13 +115,17 @@ def rcode_label(rcode: int) -> str:
     return "none" if rcode == NO_REPLY else dns.rcode.to_text(dns.rcode.Rcode.make(rcode))
 
 
-def query_families(stats: QueryStats) -> Iterator[Metric]:
+def query_families(stats: QueryStats,
+                   lock: AbstractContextManager[Any] | None = None) -> Iterator[Metric]:
+    """`lock`: the handler's, held by whoever counts (resolver/handler.py)."""
     family = CounterMetricFamily(
         PREFIX + "queries", "Queries by transport, type, rcode (none: no reply) and how they "
         "were answered", labels=["transport", "qtype", "rcode", "how"])
     merged: dict[tuple[str, ...], int] = {}
-    stats.fold()
-    for packed, count in list(stats.counts.items()):
+    with lock or nullcontext():
+        stats.fold()
+        counted = list(stats.counts.items())
+    for packed, count in counted:
         tcp, qtype, rcode, how = unpack_query_key(packed)
         key = ("tcp" if tcp else "udp", qtype_label(qtype), rcode_label(rcode), HOW_LABELS[how])
         merged[key] = merged.get(key, 0) + count

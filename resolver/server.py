@@ -9,11 +9,11 @@ import errno
 import logging
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from resolver import mmsg
 from resolver.answer import AliasOrder, Policy
 from resolver.cache import AnswerCache
 from resolver.config import Config
@@ -34,7 +34,7 @@ from resolver.table import NameTable
 from resolver.tcp import TcpClients, TcpConnection
 from resolver.transport import Resolution
 from resolver.udp import UdpListener
-from resolver.udp_thread import Listener, Receiver
+from resolver.udp_batch import BatchReceiver
 from resolver.views import HostViewPolicy
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,17 @@ def enlarge_receive_buffer(sock: socket.socket, size: int) -> None:
         except OSError:
             continue
     log.debug("udp receive buffer: %d bytes", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def batch_receive(config: Config) -> bool:
+    """--udp-io batch, where libc has recvmmsg and sendmmsg (else the loop reads UDP)."""
+    if config.udp_io != "batch":
+        return False
+    if not mmsg.available():
+        log.warning("--udp-io batch: this libc has no recvmmsg/sendmmsg; the event loop "
+                    "reads UDP")
+        return False
+    return True
 
 
 def per_client_forwards(max_forwards: int) -> int:
@@ -107,13 +118,15 @@ class Server:
         if config.upstreams:
             forwarder = Forwarder([Upstream(*u) for u in config.upstreams],
                                   config.upstream_timeout,
-                                  config.upstream_budget, config.max_forwards, cache=cache)
+                                  config.upstream_budget, config.max_forwards, cache=cache,
+                                  cache_lock=self.handler.lock)
         self.resolution = Resolution(self.handler, forwarder,
                                      per_client=per_client_forwards(config.max_forwards))
         self.tcp_clients = TcpClients(config.tcp_max_connections, config.tcp_max_per_source)
         self._closers: list[Callable[[], Any]] = []
         self.addresses: list[tuple[str, int]] = []
-        self._receiver: Receiver | None = None
+        # --udp-io batch: one thread reads every UDP listener (resolver/udp_batch.py).
+        self.udp_receiver = BatchReceiver() if batch_receive(config) else None
 
     async def start(self) -> None:
         """Bind UDP and TCP on every listen address (port 0: one free port for both), then
@@ -153,13 +166,8 @@ class Server:
         try:
             sock.bind((host, port))
             enlarge_receive_buffer(sock, UDP_RECEIVE_BUFFER)
-            if self.config.udp_io != "loop":
-                if self._receiver is None:
-                    self._receiver = Receiver(loop, threading.Lock(), self.config.udp_io)
-                    self._closers.append(self._receiver.stop)
-                self._receiver.add(Listener(sock, self.resolution))
-                def close_udp() -> None:
-                    pass
+            if self.udp_receiver is not None:
+                close_udp = self.udp_receiver.add(sock, self.resolution)
             else:
                 udp, _ = await loop.create_datagram_endpoint(
                     lambda: UdpListener(self.resolution), sock=sock)
@@ -183,6 +191,8 @@ class Server:
         for close in reversed(self._closers):
             close()
         self._closers.clear()
+        if self.udp_receiver is not None:
+            self.udp_receiver.close()
         for connection in self.tcp_clients:
             connection.close()
         if self.resolution.forwarder is not None:
@@ -212,7 +222,8 @@ async def serve(config: Config) -> None:
     server = Server(config)
     engine = None if config.snapshot else EngineStats()  # read by --http (docs/operations.md)
     try:
-        source = open_source(config, server.table, engine, server.metrics, server.handler.stats)
+        source = open_source(config, server.table, engine, server.metrics, server.handler.stats,
+                             server.udp_receiver)
     except SourceError as error:
         raise StartError(str(error)) from None
     stop = asyncio.Event()

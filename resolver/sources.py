@@ -13,6 +13,7 @@ from resolver.explain import StoppedContainer
 from resolver.metrics import Metrics
 from resolver.stats import EngineStats, QueryStats
 from resolver.table import NameTable
+from resolver.udp_batch import BatchReceiver
 
 
 class StateSource(Protocol):
@@ -33,10 +34,11 @@ class SourceError(Exception):
 
 
 def open_source(config: Config, table: NameTable, engine_stats: EngineStats | None = None,
-                metrics: Metrics | None = None, query_stats: QueryStats | None = None
-                ) -> StateSource:
+                metrics: Metrics | None = None, query_stats: QueryStats | None = None,
+                udp_receiver: BatchReceiver | None = None) -> StateSource:
     """The snapshot file if one is given, else the Docker engine (with --takeover beside it,
-    counting its containers' queries in `query_stats`). Raises SourceError."""
+    counting its containers' queries in `query_stats`, its UDP listeners read by
+    `udp_receiver` when given). Raises SourceError."""
     if config.snapshot and config.takeover:
         raise SourceError("--takeover follows a live engine; it cannot run with --snapshot")
     if config.snapshot:
@@ -58,7 +60,7 @@ def open_source(config: Config, table: NameTable, engine_stats: EngineStats | No
     if config.takeover:  # docs/takeover.md: takeover runs beside the source it waits for
         from watchers.takeover import WithTakeover
 
-        source = WithTakeover(source, table, config, metrics, query_stats)
+        source = WithTakeover(source, table, config, metrics, query_stats, udp_receiver)
     return source
 
 

@@ -37,6 +37,7 @@ from resolver.nftables import NftablesError, NftContext
 from resolver.tcp import TcpClients, TcpConnection
 from resolver.transport import Resolution
 from resolver.udp import UdpListener
+from resolver.udp_batch import BatchReceiver
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class Shared:
     upstream_timeout: float
     upstream_budget: float
     legacy_iptables: bool = False  # Docker's rules are then read with iptables-save
+    # --udp-io batch: the thread that reads every container's UDP listener; None: the loop.
+    udp_receiver: BatchReceiver | None = None
 
 
 @dataclass
@@ -208,9 +211,13 @@ class Diversion:
         resolution = shared.make_resolution(self._forwarder(prepared.docker))
         self.resolution = resolution
         try:
-            udp, _ = await loop.create_datagram_endpoint(
-                lambda: TakeoverUdpListener(resolution, self.client), sock=prepared.udp)
-            self._closers.append(udp.close)
+            if shared.udp_receiver is not None:
+                self._closers.append(shared.udp_receiver.add(prepared.udp, resolution,
+                                                             self.client))
+            else:
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: TakeoverUdpListener(resolution, self.client), sock=prepared.udp)
+                self._closers.append(udp.close)
             tcp = await loop.create_server(
                 lambda: TakeoverTcpConnection(resolution, shared.tcp_clients, shared.tcp_idle,
                                               self.client), sock=prepared.tcp)

@@ -145,7 +145,9 @@ class TcpConnection(asyncio.Protocol):
     def _answer(self, message: bytes) -> None:
         self._arm_idle()
         self._clients.touch(self)
-        outcome: Outcome = self._resolution.handler.handle(message, self.source, True)
+        handler = self._resolution.handler
+        with handler.lock:  # the UDP receive thread answers beside us (resolver/udp_batch.py)
+            outcome: Outcome = handler.handle(message, self.source, True)
         if isinstance(outcome, Forward):
             future = asyncio.ensure_future(
                 self._resolution.forward(outcome, tcp=True, source=self.source))

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from dns.rcode import REFUSED, SERVFAIL
@@ -88,7 +89,8 @@ class Resolution:
         stats = self.handler.stats
         if stats is not None:
             how = How.REFUSED if reply[3] & 0x0F == REFUSED else How.FORWARDED
-            stats.note(request.data, source, tcp, reply, how)
+            with self.handler.lock:  # the UDP receive thread counts too
+                stats.note(request.data, source, tcp, reply, how)
         return reply
 
     async def _forward(self, request: Forward, tcp: bool) -> bytes:
@@ -120,7 +122,7 @@ class Resolution:
         client's reply: the upstream's, SERVFAIL when all failed, REFUSED past the cap."""
         stats = self.handler.stats
         if stats is not None:  # counted when answered (docs/operations.md)
-            send = _counted(send, stats, request.data, source)
+            send = _counted(send, stats, self.handler.lock, request.data, source)
         query = request.query
         if self.forwarder is None:
             send(self.handler.error_reply(query, SERVFAIL, False))
@@ -154,10 +156,11 @@ class Resolution:
         task.add_done_callback(self.tasks.discard)
 
 
-def _counted(send: Callable[[bytes], None], stats: QueryStats, data: bytes,
-             source: str) -> Callable[[bytes], None]:
+def _counted(send: Callable[[bytes], None], stats: QueryStats, lock: AbstractContextManager[Any],
+             data: bytes, source: str) -> Callable[[bytes], None]:
     def counted(reply: bytes) -> None:
         how = How.REFUSED if reply[3] & 0x0F == REFUSED else How.FORWARDED
-        stats.note(data, source, False, reply, how)
+        with lock:  # the UDP receive thread counts too
+            stats.note(data, source, False, reply, how)
         send(reply)
     return counted

@@ -9,6 +9,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,22 @@ from tests.fakes import FakeUpstream
 from tests.servers import Serve, serving
 from watchers.docker import DockerWatcher
 
+# --udp-io: the tests that start a server (the `serve` fixture) run on each way of reading UDP:
+# the receive thread (the default) on both loops, the event loop's path on uvloop alone
+# (production's loop: resolver/cli.py).
+UDP_IO_MODES = ("batch", "loop")
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_asyncio = params.get("_asyncio_loop_factory") is asyncio.new_event_loop
+        (dropped if on_asyncio and params.get("serve") == "loop" else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
@@ -37,11 +51,13 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
     return {"asyncio": asyncio.new_event_loop}
 
 
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Start servers on loopback (tests/servers.py); all are closed after the test."""
+@pytest.fixture(params=UDP_IO_MODES)
+async def serve(request: pytest.FixtureRequest) -> AsyncIterator[Serve]:
+    """Start servers on loopback (tests/servers.py), reading UDP as the parameter says; all
+    are closed after the test."""
     async with AsyncExitStack() as running:
         async def start(table: NameTable, config: Config | None = None) -> Server:
+            config = replace(config or Config(), udp_io=request.param)
             return await running.enter_async_context(serving(table, config))
 
         yield start

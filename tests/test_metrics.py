@@ -19,7 +19,7 @@ import dns.rrset
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resolver.config import Config
+from resolver.config import UDP_IO, Config
 from resolver.http import HttpServer, readiness, start_http
 from resolver.model import EngineState
 from resolver.server import Server
@@ -92,11 +92,14 @@ async def ask(server: Server, query: dns.message.Message, tcp: bool = False,
     return await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=3, source=source)
 
 
-async def test_each_kind_of_query_moves_its_own_counter(upstream: FakeUpstream) -> None:
+@pytest.mark.parametrize("udp_io", UDP_IO)
+async def test_each_kind_of_query_moves_its_own_counter(upstream: FakeUpstream,
+                                                        udp_io: str) -> None:
     # 127.0.0.1 sees the host view; 127.0.0.2 and .3 are strangers; 10 queries per source
-    # at once, then 1 a second.
+    # at once, then 1 a second. Counted alike whoever reads UDP (--udp-io).
     table = TOPOLOGY.table(host_view=HostViewPolicy((ip_network("127.0.0.1/32"),)))
-    server, http = await start(upstream, table, rate_limit=1.0, rate_limit_burst=10.0)
+    server, http = await start(upstream, table, rate_limit=1.0, rate_limit_burst=10.0,
+                               udp_io=udp_io)
     try:
         before = await scrape(http)
         assert queries(before) == 0

@@ -31,6 +31,7 @@ from resolver.table import NameTable
 from resolver.takeover import Client, Diversion, Shared, TakeoverError, host_firewall_flavour
 from resolver.tcp import TcpClients
 from resolver.transport import Resolution
+from resolver.udp_batch import BatchReceiver
 from watchers.engine_api import (
     ENGINE_ERRORS,
     REQUEST_TIMEOUT,
@@ -85,8 +86,10 @@ class TakeoverManager:
     """Takes over, checks and hands back every eligible container's 127.0.0.11."""
 
     def __init__(self, table: NameTable, config: Config,
-                 worker: NamespaceWorker | None = None, stats: QueryStats | None = None
-                 ) -> None:
+                 worker: NamespaceWorker | None = None, stats: QueryStats | None = None,
+                 udp_receiver: BatchReceiver | None = None) -> None:
+        """`udp_receiver`: the thread that reads the containers' UDP listeners (--udp-io
+        batch); None: the event loop reads them."""
         self._table = table
         self._url = config.docker
         self._only = config.takeover_only
@@ -117,7 +120,8 @@ class TakeoverManager:
             client_forwards=max(1, config.max_forwards // 4),
             upstream_timeout=config.upstream_timeout,
             upstream_budget=config.upstream_budget,
-            legacy_iptables=flavour == "legacy")
+            legacy_iptables=flavour == "legacy",
+            udp_receiver=udp_receiver)
         self.diversions: dict[str, Diversion] = {}
         self.outcomes = LabelledCounts(("outcome",))  # replaced by /metrics' own when served
         self._locks: dict[str, asyncio.Lock] = {}
@@ -400,9 +404,10 @@ class WithTakeover:
     until cancelled; a TaskGroup, not gather, so that cancelling waits for the hand-back."""
 
     def __init__(self, source: StateSource, table: NameTable, config: Config,
-                 metrics: Metrics | None = None, stats: QueryStats | None = None) -> None:
+                 metrics: Metrics | None = None, stats: QueryStats | None = None,
+                 udp_receiver: BatchReceiver | None = None) -> None:
         self._source = source
-        self._manager = TakeoverManager(table, config, stats=stats)
+        self._manager = TakeoverManager(table, config, stats=stats, udp_receiver=udp_receiver)
         if metrics is not None:  # docs/operations.md: read at scrape time
             manager = self._manager
             metrics.gauge("takeover_containers", "Containers whose 127.0.0.11 scopedns answers "
