@@ -31,7 +31,8 @@ UDP_IO_MODES = ("batch", "loop")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         on_asyncio = params.get("_asyncio_loop_factory") is asyncio.new_event_loop
