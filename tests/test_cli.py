@@ -93,6 +93,7 @@ BAD_VALUES = [
     ("attach", "some", "all, labeled"),
     ("takeover-only", "=a", "label selector"),
     ("http", "127.0.0.1:99999", "port"), ("log-format", "xml", "text, json"),
+    ("udp-io", "threads", "batch, loop"),
 ]
 
 
