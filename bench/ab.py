@@ -11,6 +11,10 @@
 #                         [--head-flags '--http 127.0.0.1:0'] [--base-flags ...]
 # --head-flags, --base-flags: serve flags for one side only; with --base HEAD this measures
 # what a flag costs (e.g. --http: every query counted, docs/operations.md).
+# --together: on a machine others are loading, both sides are loaded at the same time (each
+# at --rate, on the same server CPU), so that a burst of someone else's work hits both alike;
+# saturation is then both sides at once, unlimited: the CPU is shared evenly between the two
+# servers, so the one that costs less per query answers more (docs/performance.md).
 from __future__ import annotations
 
 import argparse
@@ -21,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +102,15 @@ def dnsperf(side: Side, queries: Path, seconds: float, rate: float | None,
     return used / max(summary.completed, 1) * 1e6, summary.qps, loss
 
 
+def together(sides: tuple[Side, Side], queries: Path, seconds: float, rate: float | None,
+             client_cpu: str | None) -> dict[str, tuple[float, float, float]]:
+    """dnsperf against both sides at once: each side's (CPU us per query, qps, loss)."""
+    with ThreadPoolExecutor(len(sides)) as pool:
+        runs = {side.label: pool.submit(dnsperf, side, queries, seconds, rate, client_cpu)
+                for side in sides}
+        return {label: run.result() for label, run in runs.items()}
+
+
 def saturation(side: Side, queries: Path, seconds: float, client_cpu: str | None) -> float:
     for limit in SATURATION_STEPS:
         _, qps, loss = dnsperf(side, queries, seconds, limit, client_cpu)
@@ -123,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.03)
     parser.add_argument("--head-flags", default="", help="extra serve flags for head only")
     parser.add_argument("--base-flags", default="", help="extra serve flags for base only")
+    parser.add_argument("--together", action="store_true",
+                        help="load both sides at the same time (a busy machine)")
     args = parser.parse_args(argv)
     server_cpu, client_cpu = cpu_sets()
     cleanup = Cleanup()
@@ -144,21 +160,39 @@ def compare(args: argparse.Namespace, workdir: Path, cleanup: Cleanup, server_cp
     for side in (base, head):
         launch(side, snapshot, server_cpu, cleanup, workdir)
         wait_answering(side.port, names[0], 30.0)
-    ratios = []
-    for pair in range(args.pairs):
-        order = (base, head) if pair % 2 == 0 else (head, base)
-        cpu = {side.label: dnsperf(side, queries, args.seconds, args.rate, client_cpu)[0]
-               for side in order}
-        ratios.append(cpu["head"] / cpu["base"])
-        print(f"pair {pair + 1}/{args.pairs}: base {cpu['base']:.1f} us/q, head "
-              f"{cpu['head']:.1f} us/q, ratio {ratios[-1]:.3f}", flush=True)
-    found = {side.label: saturation(side, queries, args.seconds, client_cpu)
-             for side in (base, head)}
-    print(f"saturation: base {found['base']:,.0f} qps, head {found['head']:,.0f} qps")
-    print(f"CPU per query, head/base over {args.pairs} interleaved pairs at "
+    ratios = cpu_ratios(args, base, head, queries, client_cpu)
+    if args.together:
+        found = {label: run[1] for label, run in
+                 together((base, head), queries, args.seconds, None, client_cpu).items()}
+        print(f"saturation, both at once on one CPU: base {found['base']:,.0f} qps, head "
+              f"{found['head']:,.0f} qps, ratio {found['head'] / max(found['base'], 1):.3f}")
+    else:
+        found = {side.label: saturation(side, queries, args.seconds, client_cpu)
+                 for side in (base, head)}
+        print(f"saturation: base {found['base']:,.0f} qps, head {found['head']:,.0f} qps")
+    how = "simultaneous" if args.together else "interleaved"
+    print(f"CPU per query, head/base over {args.pairs} {how} pairs at "
           f"{args.rate:,.0f} qps: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}): {verdict(ratios, args.tolerance)}")
     return 0
+
+
+def cpu_ratios(args: argparse.Namespace, base: Side, head: Side, queries: Path,
+               client_cpu: str | None) -> list[float]:
+    """Head's CPU per query over base's, per pair; the order within a pair alternates."""
+    ratios = []
+    for pair in range(args.pairs):
+        order = (base, head) if pair % 2 == 0 else (head, base)
+        if args.together:
+            runs = together(order, queries, args.seconds, args.rate, client_cpu)
+            cpu = {label: run[0] for label, run in runs.items()}
+        else:
+            cpu = {side.label: dnsperf(side, queries, args.seconds, args.rate, client_cpu)[0]
+                   for side in order}
+        ratios.append(cpu["head"] / cpu["base"])
+        print(f"pair {pair + 1}/{args.pairs}: base {cpu['base']:.1f} us/q, head "
+              f"{cpu['head']:.1f} us/q, ratio {ratios[-1]:.3f}", flush=True)
+    return ratios
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 # The one way tests run the server in-process: `serving` starts a Server on 127.0.0.1, port 0
 # (UDP and TCP on the same free number), over a given name table and Config, and closes it
 # afterwards. The `serve` fixture (tests/conftest.py) wraps it so that a test needs no
-# try/finally, and runs each test that uses it on asyncio's loop and on uvloop. Also the
+# try/finally, and runs each test that uses it on asyncio's loop and on uvloop, and with UDP
+# read by the receive thread and by the event loop (--udp-io). Also the
 # small helpers to build a Config that forwards to fake upstreams and to reach the server.
 from __future__ import annotations
 
