@@ -9,9 +9,9 @@
 # A name that is not local is looked up in the cache of upstream answers (resolver/cache.py)
 # before it is handed to the forwarder. Still sans-IO.
 # Answers come from the table snapshot the handler took at its last change (`_forget`), so
-# the caches and what they were computed from change together. `lock`: whoever calls the
-# handler, or touches its stats or upstream cache, from more than one thread holds it (the
-# UDP receive thread, resolver/udp_batch.py, docs/performance.md).
+# the caches and what they were computed from change together. `lock` (ANSWER_LOCK): whoever
+# calls a handler, or touches its stats or upstream cache, holds it, since the UDP receive
+# thread answers beside the event loop (resolver/udp_batch.py, docs/performance.md).
 from __future__ import annotations
 
 import logging
@@ -54,6 +54,9 @@ MAX_CACHED_VIEWS = 65_536
 # longer than MAX_KEPT_QUERY (padding, big options) are never kept, so at most ~40 MB.
 MAX_CACHED_REPLIES = 50_000
 MAX_KEPT_QUERY = 512
+# One lock for every handler of the process: the server's and takeover's share their counters
+# (QueryStats), and the receive thread answers for both.
+ANSWER_LOCK = threading.Lock()
 
 
 class Forward(NamedTuple):
@@ -85,7 +88,7 @@ class Handler:
                  stats: QueryStats | None = None) -> None:
         self._table = table
         self._snapshot = table.snapshot
-        self.lock = threading.Lock()
+        self.lock = ANSWER_LOCK
         # --http, --log-queries: every query counted (docs/operations.md); None costs a test.
         self.stats = stats
         self._how = How.FAST  # how _handle answered the query it last saw

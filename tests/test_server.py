@@ -1,8 +1,8 @@
 # The server on real loopback sockets (port 0), on asyncio's loop and on uvloop, with UDP read
-# by the receive thread and by the loop (the `serve` fixture runs each test on each): UDP and TCP answers, several TCP queries per connection
-# answered in order, a forwarded answer relayed, idle TCP connections closed, and the CLI's
-# one-line errors. Upstream faults, failover, the budget and the forward cap live in
-# tests/test_upstream_faults.py.
+# by the receive thread and by the loop (the `serve` fixture runs each test on each): UDP and
+# TCP answers, several TCP queries per connection answered in order, a forwarded answer
+# relayed, idle TCP connections closed, and the CLI's one-line errors. Upstream faults,
+# failover, the budget and the forward cap live in tests/test_upstream_faults.py.
 from __future__ import annotations
 
 import asyncio
