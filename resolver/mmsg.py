@@ -100,6 +100,7 @@ class Batch:
     def receive(self, fd: int) -> int:
         """Read what is queued on `fd`, up to `size` datagrams, without waiting; 0 when
         nothing is. Raises OSError for errors other than EAGAIN and EINTR."""
+        self._queued = 0  # replies of a batch that failed half-way are never sent later
         in32 = self._in32
         for i in range(self._got):  # the kernel wrote the name lengths of the last batch
             in32[i * 16 + _NAMELEN] = NAME_SLOT

@@ -150,7 +150,10 @@ class BatchReceiver:
             log.exception("udp receive thread: unexpected error")
             return
         if forwards and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._forward, listener, forwards)
+            try:
+                self._loop.call_soon_threadsafe(self._forward, listener, forwards)
+            except RuntimeError:  # the loop is closed: the server is going
+                log.debug("udp: %d queries not forwarded: the loop is closed", len(forwards))
 
     def _answer(self, listener: _Listener, batch: mmsg.Batch
                 ) -> list[tuple[Forward, Address, str]]:

@@ -138,3 +138,22 @@ async def test_closing_the_server_leaves_no_thread_and_frees_the_port() -> None:
 def test_a_senders_address_reads_as_recvfrom_gives_it(raw: int | bytes,
                                                       expected: tuple[object, ...]) -> None:
     assert mmsg.sender_address(raw) == expected
+
+
+def test_replies_queued_for_a_batch_that_failed_are_never_sent_later() -> None:
+    """A batch that stopped half-way (an unexpected error) leaves no reply behind for the next
+    socket's batch to send to the wrong client."""
+    batch = mmsg.Batch()
+    first, second = bound_socket(), bound_socket()
+    with first, second, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(3)
+        client.sendto(b"one", first.getsockname())
+        assert batch.receive(first.fileno()) == 1
+        batch.reply(0, b"stale")  # and then nothing: the batch failed
+        client.sendto(b"two", second.getsockname())
+        assert batch.receive(second.fileno()) == 1
+        assert batch.received()[0][0] == b"two"
+        batch.reply(0, b"fresh")
+        assert batch.send(second.fileno()) == 0
+        assert client.recvfrom(64) == (b"fresh", second.getsockname())
