@@ -66,6 +66,15 @@ def our_diversion_ports(ruleset: str) -> tuple[int, int] | None:
 # (Docker 28's nftables backend writes `dnat ip to`).
 _NFT_DNAT = re.compile(
     r"ip daddr 127\.0\.0\.11\b.*?\b(udp|tcp) dport 53\b.*?\bdnat (?:ip )?to 127\.0\.0\.11:(\d+)")
+# iptables-nft stores DNAT and SNAT as x_tables targets, which nft prints through libxtables;
+# when that cannot translate one, it prints `xt target DNAT` (newer nft: `xt target "DNAT"`),
+# or nothing after the counter. The match before it is native nftables and still says which
+# rule it is: Docker's DNAT of 127.0.0.11:53, whose port is then read from Docker's SNAT back
+# from its resolver, `ip saddr 127.0.0.11 udp sport 34316 counter ... snat to :53`.
+_NFT_DNAT_RULE = re.compile(r"ip daddr 127\.0\.0\.11\b.*?\b(udp|tcp) dport 53\b")
+_NFT_SNAT = re.compile(r"ip saddr 127\.0\.0\.11\b.*?\b(udp|tcp) sport (\d+)\b"
+                       r"(?:.*?\bsnat (?:ip )?to :53\b|.*?\bxt target \"?SNAT\b"
+                       r"|(?: counter packets \d+ bytes \d+)?\s*$)")
 # iptables-save: `-A DOCKER_OUTPUT -d 127.0.0.11/32 -p udp -m udp --dport 53 -j DNAT
 # --to-destination 127.0.0.11:34316`
 _XT_DNAT = re.compile(
@@ -76,15 +85,39 @@ _XT_DNAT = re.compile(
 def docker_ports(ruleset: str) -> DockerPorts | None:
     """Docker's DNAT targets for 127.0.0.11:53, from `nft list ruleset` (iptables-nft, or the
     nftables backend) or `iptables-save -t nat` (iptables-legacy) text; our own table is
-    ignored. None when Docker has no DNS diversion there (default bridge, host, none)."""
-    ports = _nft_dnat_ports(_without_table(ruleset, FAMILY, TABLE))
+    ignored. A DNAT printed untranslated takes its port from Docker's SNAT rule. None when
+    Docker has no DNS diversion there (default bridge, host, none): missing_diversion_reason()
+    says which part is missing."""
+    docker = _without_table(ruleset, FAMILY, TABLE)
+    ports = _nft_dnat_ports(docker)
     for line in ruleset.splitlines():
         match = _XT_DNAT.search(line)
         if match:
             ports.setdefault(match.group(1), int(match.group(2)))
+    for proto, port in _untranslated_dnat_ports(docker).items():
+        ports.setdefault(proto, port)
     if "udp" not in ports or "tcp" not in ports:
         return None
     return DockerPorts(udp=ports["udp"], tcp=ports["tcp"])
+
+
+def missing_diversion_reason(ruleset: str) -> str:
+    """Why docker_ports() found nothing in `ruleset`, in one line (the listing itself is for
+    a debug log)."""
+    docker = _without_table(ruleset, FAMILY, TABLE)
+    rules = {m.group(1) for line in docker.splitlines() if (m := _NFT_DNAT_RULE.search(line))}
+    found = _nft_dnat_ports(docker)
+    if rules - set(found):
+        return ("Docker's DNAT of 127.0.0.11:53 is there but nft printed its target "
+                "untranslated (`xt target DNAT`: libxtables could not translate it) and no "
+                "SNAT rule of Docker's names the port")
+    if found:
+        missing = " and ".join(sorted({"udp", "tcp"} - set(found)))
+        return f"Docker diverts 127.0.0.11:53 for {', '.join(sorted(found))} but not {missing}"
+    if not docker.strip():
+        return ("the namespace has no nftables rules (Docker's 127.0.0.11 rules not in place "
+                "yet)")
+    return "Docker has no 127.0.0.11 diversion in its namespace"
 
 
 def _nft_dnat_ports(text: str) -> dict[str, int]:
@@ -92,6 +125,22 @@ def _nft_dnat_ports(text: str) -> dict[str, int]:
     for line in text.splitlines():
         match = _NFT_DNAT.search(line)
         if match and 0 < int(match.group(2)) < 65536:
+            ports.setdefault(match.group(1), int(match.group(2)))
+    return ports
+
+
+def _untranslated_dnat_ports(text: str) -> dict[str, int]:
+    """For each Docker DNAT rule of 127.0.0.11:53 whose target did not print, the port of
+    Docker's SNAT rule for the same transport."""
+    untranslated = set()
+    for line in text.splitlines():
+        rule = _NFT_DNAT_RULE.search(line)
+        if rule and not _NFT_DNAT.search(line):
+            untranslated.add(rule.group(1))
+    ports: dict[str, int] = {}
+    for line in text.splitlines():
+        match = _NFT_SNAT.search(line)
+        if match and match.group(1) in untranslated and 0 < int(match.group(2)) < 65536:
             ports.setdefault(match.group(1), int(match.group(2)))
     return ports
 

@@ -7,6 +7,9 @@
 # parser and netlink code (the rule text in resolver/divert.py is exactly what `nft` takes and
 # prints), it knows the owner flag, and it is six C functions; pyroute2's nftables support is
 # partial and would bring a large dependency for one table.
+# One call at a time, process-wide: libnftables prints iptables-nft's x_tables expressions
+# (Docker's DNAT is one) through libxtables, whose state is global and not thread-safe; listings
+# on several namespace threads at once printed Docker's DNAT untranslated (issue 10).
 from __future__ import annotations
 
 import contextlib
@@ -29,6 +32,8 @@ class NftablesError(Exception):
 
 _lib: ctypes.CDLL | None = None
 _lib_lock = threading.Lock()
+# Held for every call into the library, on any context (the header says why).
+_calls = threading.Lock()
 
 
 def _library() -> ctypes.CDLL:
@@ -121,23 +126,25 @@ def _refill_reserve() -> None:
 
 class NftContext:
     """One libnftables context: its netlink socket lives in the namespace of the thread that
-    created it. Not thread-safe: one caller at a time."""
+    created it. Any thread may use it; calls into the library are serialised process-wide."""
 
     def __init__(self) -> None:
         self._lib = _library()
-        ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
+        with _calls:
+            ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
         if not ctx:
             raise NftablesError("nft_ctx_new failed")
         self._ctx: int | None = ctx
-        self._lock = threading.Lock()
+        self.warnings = ""  # what nft wrote besides the output on the last command that worked
         fd = self.socket_descriptor()
         if fd is None:
             self.close()
             raise NftablesError("libnftables' context has no netlink socket where scopedns "
                                 "expects it (libnftables 1.0.x layout)")
         self._fd = fd
-        self._lib.nft_ctx_buffer_output(ctx)
-        self._lib.nft_ctx_buffer_error(ctx)
+        with _calls:
+            self._lib.nft_ctx_buffer_output(ctx)
+            self._lib.nft_ctx_buffer_error(ctx)
 
     def _point_socket_at(self, fd: int) -> None:
         """Tell the context its socket is descriptor `fd` (`struct nft_ctx` begins with its
@@ -183,7 +190,7 @@ class NftContext:
 
     def run(self, command: str) -> str:
         """Run nft command text; its output, or NftablesError with nft's message."""
-        with self._lock:
+        with _calls:
             if self._ctx is None:
                 raise NftablesError("context already closed")
             with self._low_socket():
@@ -193,6 +200,7 @@ class NftContext:
         if status != 0:
             first = next((line for line in error.splitlines() if line.strip()), "failed")
             raise NftablesError(first.strip())
+        self.warnings = error.strip()
         return output
 
     def release_cache(self) -> None:
@@ -204,7 +212,7 @@ class NftContext:
 
     def close(self) -> None:
         """Free the context: its socket closes, and tables it owns go with it."""
-        with self._lock:
+        with _calls:
             if self._ctx is not None:
                 self._lib.nft_ctx_free(self._ctx)
                 self._ctx = None

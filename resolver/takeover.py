@@ -12,11 +12,14 @@ import contextlib
 import logging
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from resolver.answer import AliasOrder, Policy
+from resolver.config import Config
 from resolver.conntrack import delete_flows
 from resolver.divert import (
     DELETE_TABLE,
@@ -28,12 +31,16 @@ from resolver.divert import (
     docker_ports,
     firewall_flavour,
     has_our_table,
+    missing_diversion_reason,
     our_diversion_ports,
 )
 from resolver.forward import Forwarder, InFlight, Upstream
-from resolver.handler import Forward
+from resolver.handler import Forward, Handler
 from resolver.netns import Namespace, NamespaceError, NamespaceWorker
 from resolver.nftables import NftablesError, NftContext
+from resolver.ratelimit import RateLimiter
+from resolver.stats import QueryStats
+from resolver.table import NameTable
 from resolver.tcp import TcpClients, TcpConnection
 from resolver.transport import Resolution
 from resolver.udp import UdpListener
@@ -45,7 +52,12 @@ LISTEN_BACKLOG = 128
 
 
 class TakeoverError(Exception):
-    """This container cannot be taken over; the message says why (one log line)."""
+    """This container cannot be taken over; the message says why (one log line), `detail` what
+    was read there (for a debug log)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 @dataclass
@@ -103,6 +115,34 @@ class Shared:
     udp_receiver: BatchReceiver | None = None
 
 
+def shared_parts(table: NameTable, config: Config, worker: NamespaceWorker,
+                 flusher: NamespaceWorker, legacy_iptables: bool,
+                 stats: QueryStats | None = None,
+                 udp_receiver: BatchReceiver | None = None) -> Shared:
+    """What the diversions of one `serve --takeover` share, from its configuration: the
+    takeover handler answers with the same policy and rate limit as the host listener, and
+    counts into `stats` (the server's own, for /metrics and --log-queries)."""
+    policy = Policy(ttl=config.ttl, alias_order=AliasOrder(config.alias_order),
+                    domain=config.domain, forwarding=not config.no_upstream,
+                    health=not config.ignore_health)
+    limiter = None
+    if config.rate_limit > 0:
+        limiter = RateLimiter(config.rate_limit, config.rate_limit_burst, clock=time.monotonic)
+    handler = Handler(table, policy, limiter, stats=stats)
+    return Shared(
+        worker=worker,
+        flusher=flusher,
+        make_resolution=lambda forwarder: Resolution(handler, forwarder),
+        tcp_clients=TcpClients(config.tcp_max_connections, config.tcp_max_per_source),
+        tcp_idle=config.tcp_idle,
+        total_forwards=InFlight(config.max_forwards),
+        client_forwards=max(1, config.max_forwards // 4),
+        upstream_timeout=config.upstream_timeout,
+        upstream_budget=config.upstream_budget,
+        legacy_iptables=legacy_iptables,
+        udp_receiver=udp_receiver)
+
+
 @dataclass
 class _Prepared:
     nft: NftContext
@@ -133,10 +173,11 @@ def _bind_listeners() -> tuple[socket.socket, socket.socket]:
     return udp, tcp
 
 
-def _read_docker_ports(nft: NftContext, legacy: bool) -> DockerPorts | None:
-    """Docker's DNAT ports, from nftables (iptables-nft, the nftables backend) or, on a host
-    whose iptables is the legacy flavour, from iptables-save; runs inside the namespace."""
-    found = docker_ports(nft.run(LIST_NAT))
+def _read_docker_ports(ruleset: str, legacy: bool) -> DockerPorts | None:
+    """Docker's DNAT ports, from the namespace's nftables `ruleset` (iptables-nft, the nftables
+    backend) or, on a host whose iptables is the legacy flavour, from iptables-save; runs
+    inside the namespace."""
+    found = docker_ports(ruleset)
     if found is None and legacy:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             saved = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True,
@@ -161,9 +202,11 @@ def _prepare_in_namespace(legacy: bool) -> _Prepared:
     nft = NftContext()
     udp = tcp = None
     try:
-        docker = _read_docker_ports(nft, legacy)
+        ruleset = nft.run(LIST_NAT)
+        docker = _read_docker_ports(ruleset, legacy)
         if docker is None:
-            raise TakeoverError("Docker has no 127.0.0.11 diversion in its namespace")
+            warnings = f"nft also said: {nft.warnings}\n" if nft.warnings else ""
+            raise TakeoverError(missing_diversion_reason(ruleset), warnings + ruleset)
         udp, tcp = _bind_listeners()
         if has_our_table(nft.run(LIST_TABLES)):
             nft.run(DELETE_TABLE)

@@ -16,6 +16,7 @@ from resolver.divert import (
     docker_ports,
     firewall_flavour,
     has_our_table,
+    missing_diversion_reason,
     our_diversion_ports,
 )
 from watchers.takeover_plan import Skip, Target, plan
@@ -43,6 +44,34 @@ OURS = """table ip scopedns_takeover { # progname python
 \t\ttype nat hook output priority mangle; policy accept;
 \t\tip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:40001
 \t\tip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:40002
+\t}
+}
+"""
+
+# What libnftables printed for Docker's rules in a fresh container after an engine restart, when
+# several namespace threads listed rulesets at once (issue 10): the DNAT target that
+# iptables-nft stores as an x_tables target (`target name DNAT rev 2`) is printed through
+# libxtables, which is process-global and not thread-safe, and came out untranslated. The
+# SNAT rules' `sport` matches are native nftables and still name Docker's ports.
+NFT_DOCKER_XT = """table ip nat {
+\tchain DOCKER_OUTPUT {
+\t\tip daddr 127.0.0.11 tcp dport 53 counter packets 0 bytes 0 xt target DNAT
+\t\tip daddr 127.0.0.11 udp dport 53 counter packets 0 bytes 0 xt target DNAT
+\t}
+
+\tchain OUTPUT {
+\t\ttype nat hook output priority -100; policy accept;
+\t\tip daddr 127.0.0.11 counter packets 0 bytes 0 jump DOCKER_OUTPUT
+\t}
+
+\tchain DOCKER_POSTROUTING {
+\t\tip saddr 127.0.0.11 tcp sport 44227 counter packets 0 bytes 0 snat to :53
+\t\tip saddr 127.0.0.11 udp sport 40855 counter packets 0 bytes 0 snat to :53
+\t}
+
+\tchain POSTROUTING {
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\tip daddr 127.0.0.11 counter packets 1 bytes 79 jump DOCKER_POSTROUTING
 \t}
 }
 """
@@ -88,6 +117,29 @@ def test_no_docker_diversion_means_none() -> None:
     assert docker_ports(only_udp) is None
     assert docker_ports("ip daddr 127.0.0.11 udp dport 5353 dnat to 127.0.0.11:5001\n"
                         "ip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:5002\n") is None
+
+
+def test_docker_ports_when_nft_prints_the_dnat_target_untranslated() -> None:
+    """Issue 10: every take failed with "no 127.0.0.11 diversion" while `nft` showed the rules."""
+    assert docker_ports(NFT_DOCKER_XT) == DockerPorts(udp=40855, tcp=44227)
+    assert docker_ports(OURS + NFT_DOCKER_XT) == DockerPorts(udp=40855, tcp=44227)
+    both_raw = NFT_DOCKER_XT.replace("snat to :53", "xt target SNAT")  # newer nft quotes it
+    assert docker_ports(both_raw.replace("target DNAT", 'target "DNAT"')) == \
+        DockerPorts(udp=40855, tcp=44227)
+    blank = NFT_DOCKER_XT.replace("xt target DNAT", "").replace("snat to :53", "")
+    assert docker_ports(blank) == DockerPorts(udp=40855, tcp=44227)  # printed as nothing
+
+
+def test_an_untranslated_target_without_a_port_anywhere_is_named_not_guessed() -> None:
+    no_snat = NFT_DOCKER_XT.split("\tchain DOCKER_POSTROUTING")[0]
+    assert docker_ports(no_snat) is None
+    assert "xt target DNAT" in missing_diversion_reason(no_snat)
+    other = "table ip filter {\n\tchain INPUT {\n\t}\n}\n"
+    assert "no 127.0.0.11 diversion" in missing_diversion_reason(other + OURS)
+    assert "no nftables rules" in missing_diversion_reason("")
+    assert "no nftables rules" in missing_diversion_reason(OURS)  # ours is not Docker's
+    only_udp = "ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:5001\n"
+    assert "tcp" in missing_diversion_reason(only_udp)
 
 
 def test_our_table_is_found_by_name_and_ports() -> None:

@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -17,20 +17,20 @@ from typing import Any
 
 import aiodocker
 
-from resolver.answer import AliasOrder, Policy
 from resolver.config import Config
-from resolver.forward import InFlight
-from resolver.handler import Handler
 from resolver.metrics import LabelledCounts, Metrics
-from resolver.netns import NamespaceError, NamespaceWorker, address_is_local
+from resolver.netns import NamespaceError, NamespaceWorker
 from resolver.nftables import NftablesError, reserve_low_descriptors
-from resolver.ratelimit import RateLimiter
 from resolver.sources import StateSource
-from resolver.stats import QueryStats
+from resolver.stats import Histogram, QueryStats
 from resolver.table import NameTable
-from resolver.takeover import Client, Diversion, Shared, TakeoverError, host_firewall_flavour
-from resolver.tcp import TcpClients
-from resolver.transport import Resolution
+from resolver.takeover import (
+    Client,
+    Diversion,
+    TakeoverError,
+    host_firewall_flavour,
+    shared_parts,
+)
 from resolver.udp_batch import BatchReceiver
 from watchers.engine_api import (
     ENGINE_ERRORS,
@@ -44,15 +44,16 @@ from watchers.engine_api import (
     show_network,
 )
 from watchers.takeover_plan import (
-    DOCKER_NETNS_DIR,
     Skip,
     Target,
     endpoint_address,
     labels_allow,
+    namespace_files,
+    new_namespace_with,
     plan,
     raise_descriptor_limit,
 )
-from watchers.translate import EventKind, classify_event
+from watchers.translate import EventKind, classify_event, event_time_nano
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +70,14 @@ EARLY_WINDOW, EARLY_POLL = 10.0, 0.01
 # A take that failed (most often: Docker has not put its own 127.0.0.11 rules in place yet) is
 # tried again this often, this many times, rather than waiting for the next recheck.
 RETRY_DELAY, RETRY_ATTEMPTS = 0.5, 20
+# scopedns_takeover_latency_seconds: engine event to diversion in place. The early path takes
+# over ~1 s after the connect event (Docker's namespace and rules come then), a start event's
+# inspect in tens of ms, a retried take within RETRY_DELAY * RETRY_ATTEMPTS.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 _CONTAINER_EVENTS = frozenset({EventKind.REMOVE_CONTAINER, EventKind.REFRESH_CONTAINER,
                                EventKind.LEAVE_NETWORK})
-
-
-def _namespace_files() -> list[str]:
-    try:
-        return [os.path.join(DOCKER_NETNS_DIR, entry) for entry in os.listdir(DOCKER_NETNS_DIR)]
-    except OSError:
-        return []
 
 
 class TakeoverManager:
@@ -95,14 +93,6 @@ class TakeoverManager:
         self._only = config.takeover_only
         self._worker = worker or NamespaceWorker()
         self._flusher = NamespaceWorker(threads=FLUSH_THREADS)
-        policy = Policy(ttl=config.ttl, alias_order=AliasOrder(config.alias_order),
-                        domain=config.domain,
-                        forwarding=not config.no_upstream, health=not config.ignore_health)
-        limiter = None
-        if config.rate_limit > 0:
-            limiter = RateLimiter(config.rate_limit, config.rate_limit_burst, clock=time.monotonic)
-        # `stats`: the server's own, so /metrics and --log-queries see these queries too
-        handler = Handler(table, policy, limiter, stats=stats)
         limit = raise_descriptor_limit()
         held = reserve_low_descriptors()
         log.info("takeover: descriptor limit %d; %d low descriptors kept for nftables contexts "
@@ -110,20 +100,14 @@ class TakeoverManager:
         flavour = host_firewall_flavour()
         log.info("takeover: host iptables flavour %s; diversions are nftables tables ahead of "
                  "Docker's rules either way", flavour)
-        self._shared = Shared(
-            worker=self._worker,
-            flusher=self._flusher,
-            make_resolution=lambda forwarder: Resolution(handler, forwarder),
-            tcp_clients=TcpClients(config.tcp_max_connections, config.tcp_max_per_source),
-            tcp_idle=config.tcp_idle,
-            total_forwards=InFlight(config.max_forwards),
-            client_forwards=max(1, config.max_forwards // 4),
-            upstream_timeout=config.upstream_timeout,
-            upstream_budget=config.upstream_budget,
-            legacy_iptables=flavour == "legacy",
-            udp_receiver=udp_receiver)
+        # `stats`: the server's own, so /metrics and --log-queries see these queries too
+        self._shared = shared_parts(table, config, self._worker, self._flusher,
+                                    legacy_iptables=flavour == "legacy", stats=stats,
+                                    udp_receiver=udp_receiver)
         self.diversions: dict[str, Diversion] = {}
-        self.outcomes = LabelledCounts(("outcome",))  # replaced by /metrics' own when served
+        # Replaced by /metrics' own when served (WithTakeover).
+        self.outcomes = LabelledCounts(("outcome",))
+        self.latency = Histogram(LATENCY_BUCKETS)
         self._locks: dict[str, asyncio.Lock] = {}
         self._queued: dict[str, int] = {}  # work queued or running per container
         self._left_alone: dict[str, str] = {}  # logged once per container and reason
@@ -186,6 +170,8 @@ class TakeoverManager:
         held yet is also taken over at once, before its start ends (_early)."""
         action = classify_event(event)
         cid = action.container_id
+        nano = event_time_nano(event)
+        at = nano / 1e9 if nano is not None else None
         actor = event.get("Actor")
         attributes = actor.get("Attributes") if isinstance(actor, Mapping) else None
         if event.get("Type") == "container" and isinstance(attributes, Mapping):
@@ -200,9 +186,9 @@ class TakeoverManager:
                 self._running.discard(actor_id)
         if event.get("Type") == "network" and event.get("Action") == "connect" and cid \
                 and cid not in self.diversions:
-            self._spawn(cid, partial(self._early, docker, cid, action.network_id))
+            self._spawn(cid, partial(self._early, docker, cid, action.network_id, at))
         if action.kind in _CONTAINER_EVENTS:
-            self._spawn(cid, partial(self._refresh, docker, cid))
+            self._spawn(cid, partial(self._refresh, docker, cid, at))
 
     async def _reconcile(self, docker: Any) -> None:
         """Every running container against what we hold: take the new, release the gone,
@@ -245,7 +231,7 @@ class TakeoverManager:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _early(self, docker: Any, cid: str, network_id: str) -> None:
+    async def _early(self, docker: Any, cid: str, network_id: str, at: float | None) -> None:
         """Take over at the endpoint's join, before the container's process runs: its inspect
         waits until the start is over, but the network's inspect gives its address now; the
         namespace is the Docker namespace file that appears after the join (Docker makes it
@@ -256,7 +242,7 @@ class TakeoverManager:
         if cid in self.diversions or cid in self._running or labels is None \
                 or not labels_allow(labels, self._only):
             return
-        others = set(_namespace_files())  # there before the join: other containers'
+        others = set(namespace_files())  # there before the join: other containers'
         network = await inspect_one(show_network(docker, network_id), f"network {network_id}")
         address = endpoint_address(network, cid) if isinstance(network, Mapping) else ""
         if not address:
@@ -264,38 +250,24 @@ class TakeoverManager:
         name = str(labels.get("name") or cid[:12])
         deadline = time.monotonic() + EARLY_WINDOW
         while cid not in self.diversions and time.monotonic() < deadline:
-            path = await self._new_namespace_with(address, others)
-            if path is not None and await self.take(Target(cid, name, path, address), True):
+            path = await new_namespace_with(self._worker, address, others)
+            if path is not None and await self.take(Target(cid, name, path, address, at), True):
                 return
             await asyncio.sleep(EARLY_POLL)
 
-    async def _new_namespace_with(self, address: str, others: set[str]) -> str | None:
-        """The namespace file, not in `others`, where `address` is assigned."""
-        for path in _namespace_files():
-            if path in others:
-                continue
-            try:
-                namespace = self._worker.open(path)
-            except NamespaceError:
-                continue
-            try:
-                if await self._worker.run(namespace, partial(address_is_local, address)):
-                    return path
-            except NamespaceError:
-                continue
-            finally:
-                namespace.close()
-        return None
-
-    async def _refresh(self, docker: Any, cid: str) -> None:
+    async def _refresh(self, docker: Any, cid: str, at: float | None = None) -> None:
         data = await inspect_one(docker.containers.container(cid).show(), f"container {cid}")
         if data is Lookup.GONE:
             await self._release(cid, "gone")
         elif isinstance(data, Mapping):
-            await self._apply(data, check=True)
+            await self._apply(data, check=True, at=at)
 
-    async def _apply(self, inspect: Mapping[str, Any], check: bool) -> None:
+    async def _apply(self, inspect: Mapping[str, Any], check: bool,
+                     at: float | None = None) -> None:
+        """`at`: the time of the engine event this inspect answers (None: a listing)."""
         target = plan(inspect, self._only)
+        if isinstance(target, Target) and at is not None:
+            target = dataclasses.replace(target, event_at=at)
         cid = str(inspect.get("Id") or "")
         config = inspect.get("Config")
         labels = config.get("Labels") if isinstance(config, Mapping) else None
@@ -345,7 +317,8 @@ class TakeoverManager:
     async def _retry(self, target: Target, attempt: int) -> None:
         if target.container_id in self.diversions or target.container_id not in self._labels:
             return  # taken meanwhile, or destroyed
-        if not await self.take(target, quiet=True):
+        last = attempt >= RETRY_ATTEMPTS  # said at warning level: left to Docker until a recheck
+        if not await self.take(target, quiet=not last):
             self._retry_later(target, attempt + 1)
 
     async def take(self, target: Target, quiet: bool = False) -> bool:
@@ -364,9 +337,14 @@ class TakeoverManager:
         except (TakeoverError, NamespaceError, NftablesError, OSError) as error:
             namespace.close()
             report("takeover: %s left to Docker: %s", target.name, error or repr(error))
+            if isinstance(error, TakeoverError) and error.detail and not quiet:
+                log.debug("takeover: %s: what its namespace holds:\n%s", target.name,
+                          error.detail)
             self.outcomes.inc("failed")
             return False
         self.diversions[target.container_id] = diversion
+        if target.event_at is not None:  # before the count: a scrape sees both or neither
+            self.latency.observe(max(0.0, time.time() - target.event_at))
         self.outcomes.inc("taken")
         docker = diversion.docker
         log.debug("takeover: %s taken over (udp %d, tcp %d; Docker's resolver udp %d, tcp %d)",
@@ -415,6 +393,9 @@ class WithTakeover:
             manager.outcomes = metrics.counter("takeover", "Takeovers by outcome: taken, "
                                                "failed (left to Docker), handed_back",
                                                labels=("outcome",))
+            manager.latency = metrics.histogram(
+                "takeover_latency_seconds", "From the engine event a takeover acted on (network "
+                "connect or container start) to the diversion in place", LATENCY_BUCKETS)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

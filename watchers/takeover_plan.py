@@ -1,7 +1,8 @@
 # Which containers `serve --takeover` answers for (docs/takeover.md), pure where it can be: the
-# decision from a container's inspect JSON, the early one from a `network connect` event and
-# the network's inspect (read before the container's own inspect can be), the
-# descriptor limit, and `scopedns release` (removing leftovers with no server and no engine).
+# decision from a container's inspect JSON, the early one from a `network connect` event, the
+# network's inspect (read before the container's own inspect can be) and the namespace file
+# that appears with the join, the descriptor limit, and `scopedns release` (removing leftovers
+# with no server and no engine).
 from __future__ import annotations
 
 import logging
@@ -9,12 +10,13 @@ import os
 import resource
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from resolver.conntrack import delete_flows
 from resolver.divert import DELETE_TABLE, LIST_TABLES, has_our_table
 from resolver.model import PREDEFINED_NETWORKS
-from resolver.netns import NamespaceError, NamespaceWorker
+from resolver.netns import NamespaceError, NamespaceWorker, address_is_local
 from resolver.nftables import NftablesError, NftContext
 
 log = logging.getLogger("watchers.takeover")
@@ -29,6 +31,9 @@ class Target:
     name: str
     sandbox_key: str
     client: str  # an endpoint address of the container: the identity its queries are asked as
+    # Unix time of the engine event this take acts on (None: found by a listing), for
+    # scopedns_takeover_latency_seconds (docs/operations.md).
+    event_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,34 @@ def _has_label(labels: Mapping[str, Any], selector: str) -> bool:
 def _map(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = data.get(key)
     return value if isinstance(value, Mapping) else {}
+
+
+def namespace_files() -> list[str]:
+    """Docker's namespace files now (the early path looks for a new one)."""
+    try:
+        return [os.path.join(DOCKER_NETNS_DIR, entry) for entry in os.listdir(DOCKER_NETNS_DIR)]
+    except OSError:
+        return []
+
+
+async def new_namespace_with(worker: NamespaceWorker, address: str, others: set[str]
+                             ) -> str | None:
+    """The namespace file, not in `others`, where `address` is assigned."""
+    for path in namespace_files():
+        if path in others:
+            continue
+        try:
+            namespace = worker.open(path)
+        except NamespaceError:
+            continue
+        try:
+            if await worker.run(namespace, partial(address_is_local, address)):
+                return path
+        except NamespaceError:
+            continue
+        finally:
+            namespace.close()
+    return None
 
 
 def raise_descriptor_limit() -> int:
