@@ -1,6 +1,7 @@
 # Fixtures shared by the tests: the in-process server on loopback and fake upstreams
 # (tests/servers.py, tests/fakes.py), those on the real Docker engine (helpers in
-# tests/docker_engine.py), and the order of the run: tests that restart the engine itself go
+# tests/docker_engine.py), and the order of the run: tests that restart the engine itself
+# (marked engine_restart: test_engine_restart.py, integration/test_takeover_restart.py) go
 # last, so that they cannot pull the engine from under another module's containers.
 from __future__ import annotations
 

@@ -117,6 +117,7 @@ class TakeoverManager:
         self._running: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._retries: set[asyncio.Task[None]] = set()  # waiting to try a failed take again
+        self._reconciled = False  # the current engine connection got as far as a reconcile
 
     async def run(self) -> None:
         """Follow the engine until cancelled, then hand every namespace back."""
@@ -139,7 +140,9 @@ class TakeoverManager:
             except Exception as error:
                 log.exception("takeover: unexpected %s; again in %.1fs", error, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX)
+            # A cycle that reconciled was connected: the next outage backs off from the start.
+            delay = BACKOFF_INITIAL if self._reconciled else min(delay * 2, BACKOFF_MAX)
+            self._reconciled = False
 
     async def _cycle(self) -> None:
         docker: Any = aiodocker.Docker(url=self._url, timeout=REQUEST_TIMEOUT)
@@ -149,6 +152,7 @@ class TakeoverManager:
             # Raw events: their attributes carry the container's labels.
             events = EventStream(docker, docker.events.subscribe(filters=filters))
             await self._reconcile(docker)
+            self._reconciled = True
             checked = time.monotonic()
             while True:
                 wait = max(0.0, checked + RECHECK_INTERVAL - time.monotonic())

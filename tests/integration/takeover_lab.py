@@ -14,8 +14,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.ports import free_port
 
@@ -28,6 +31,7 @@ from .harness import (
     Processes,
     container_pid,
     docker,
+    engine_problem,
     fake_upstream_argv,
     forwarded,
     run,
@@ -35,6 +39,16 @@ from .harness import (
 
 SCOPEDNS_TTL, DOCKER_TTL = 0, 600
 TABLE = "scopedns_takeover"
+
+
+def takeover_problem() -> str | None:
+    """Why the takeover tests cannot run here, or None."""
+    problem = engine_problem()
+    if problem:
+        return problem
+    if subprocess.run(["which", "nft"], capture_output=True, check=False).returncode:
+        return "nft not installed (tests/setup/install-system.sh installs nftables)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -202,6 +216,33 @@ class TakeoverLab:
             return ""
         return "--- scopedns log:\n" + "\n".join(
             self.server_log.read_text(errors="replace").splitlines()[-lines:])
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+LATENCY = "scopedns_takeover_latency_seconds"
+
+
+def scrape(port: int) -> Samples:
+    """scopedns's /metrics as {(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as got:
+        text = got.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def latency_summary(samples: Samples) -> str:
+    """The takeover latency histogram in one line: count, mean, and the bucket counts."""
+    count = samples.get((LATENCY + "_count", ()), 0)
+    total = samples.get((LATENCY + "_sum", ()), 0.0)
+    cumulative = sorted(((float(dict(labels)["le"]), value) for (name, labels), value
+                         in samples.items() if name == LATENCY + "_bucket"))
+    shown, below = [], 0.0
+    for bound, running in cumulative:  # each bucket's own count, not Prometheus's running sum
+        if running > below:
+            shown.append(f"<={bound:g}s: {int(running - below)}")
+        below = running
+    mean = total / count if count else 0.0
+    return f"{int(count)} timed, mean {mean:.3f}s ({', '.join(shown)})"
 
 
 def jsonl(path: Path) -> list[dict[str, object]]:

@@ -15,11 +15,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import unavailable
 from .harness import (
@@ -30,7 +28,6 @@ from .harness import (
     container_pid,
     dig,
     docker,
-    engine_problem,
     ensure_image,
     fake_upstream_argv,
     forwarded,
@@ -38,29 +35,24 @@ from .harness import (
 )
 from .takeover_lab import (
     DOCKER_TTL,
+    LATENCY,
     SCOPEDNS_TTL,
     TABLE,
     TakeoverLab,
     jsonl,
+    latency_summary,
     nslookup_addresses,
     ptr_names,
+    scrape,
+    takeover_problem,
 )
 
 pytestmark = pytest.mark.docker
 
 
-def _missing() -> str | None:
-    problem = engine_problem()
-    if problem:
-        return problem
-    if subprocess.run(["which", "nft"], capture_output=True, check=False).returncode:
-        return "nft not installed (tests/setup/install-system.sh installs nftables)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def tk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TakeoverLab]:
-    problem = _missing()
+    problem = takeover_problem()
     if problem:
         unavailable(problem)  # a skip, or a failure when CI=true
     ensure_image()
@@ -121,13 +113,28 @@ def test_metrics_count_the_containers_taken_over(tk: TakeoverLab) -> None:
         time.sleep(0.2)
     assert taken_now >= 3, (samples, tk.tail())  # app1, app2 and cli, at least
     assert samples[("scopedns_takeover_total", (("outcome", "taken"),))] >= taken_now
+    # Takeover latency: a container started now is taken over from its engine event, and
+    # timed once (those found by the start-up listing have no event to time from).
+    timed, taken = counts(samples)
+    late = tk.box("timed")
+    tk.wait_answerer(late, late.name, "scopedns")
+    deadline = time.monotonic() + 10
+    while True:  # answered as soon as its listeners are up; counted as take() returns
+        after = scrape(tk.http_port)
+        timed_after, taken_after = counts(after)
+        if taken_after > taken or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert timed_after - timed == 1 and taken_after - taken == 1, (latency_summary(after),
+                                                                   tk.tail())
+    assert after[(LATENCY + "_sum", ())] > 0
+    print(f"\ntakeover latency: {latency_summary(after)}")
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as got:
-        text = got.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+def counts(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> tuple[float, float]:
+    """(takeovers timed, takeovers done) in a scrape."""
+    return (samples.get((LATENCY + "_count", ()), 0),
+            samples.get(("scopedns_takeover_total", (("outcome", "taken"),)), 0))
 
 
 def test_link_alias_name_network_ptr_nodata_and_forwarding(tk: TakeoverLab) -> None:
