@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,16 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+
+
+def open_docker(url: str | None) -> aiodocker.Docker:
+    """aiodocker's client. With no URL aiodocker looks for the engine's socket file and asserts
+    that it found one: while dockerd restarts there is none, which is an engine error here (one
+    log line, a retry), not an AssertionError with a traceback."""
+    try:
+        return aiodocker.Docker(url=url, timeout=REQUEST_TIMEOUT)
+    except AssertionError:
+        raise OSError(errno.ENOENT, "no Docker engine socket (is dockerd running?)") from None
 
 
 class Lookup(Enum):
@@ -120,7 +131,7 @@ class DockerEngine:
     """The Engine protocol over aiodocker, for one connection cycle."""
 
     def __init__(self, url: str | None) -> None:
-        self._docker = aiodocker.Docker(url=url, timeout=REQUEST_TIMEOUT)
+        self._docker = open_docker(url)
 
     async def now(self) -> int | None:
         return await engine_now(self._docker)

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
-import aiodocker
-
 from resolver.config import Config
 from resolver.metrics import LabelledCounts, Metrics
 from resolver.netns import NamespaceError, NamespaceWorker
@@ -34,13 +32,13 @@ from resolver.takeover import (
 from resolver.udp_batch import BatchReceiver
 from watchers.engine_api import (
     ENGINE_ERRORS,
-    REQUEST_TIMEOUT,
     EventStream,
     Lookup,
     close_quietly,
     describe,
     inspect_one,
     list_engine,
+    open_docker,
     show_network,
 )
 from watchers.takeover_plan import (
@@ -145,7 +143,7 @@ class TakeoverManager:
             self._reconciled = False
 
     async def _cycle(self) -> None:
-        docker: Any = aiodocker.Docker(url=self._url, timeout=REQUEST_TIMEOUT)
+        docker: Any = open_docker(self._url)
         events: EventStream | None = None
         try:
             filters = {"type": ["container", "network"]}
@@ -218,6 +216,8 @@ class TakeoverManager:
             try:
                 async with lock:
                     await work()
+            except ENGINE_ERRORS as error:  # the engine went away meanwhile: the reconcile
+                log.debug("takeover: %s: engine: %s", cid[:12], describe(error))  # after it
             finally:
                 left = self._queued[cid] - 1
                 if left:
