@@ -110,8 +110,10 @@ async def restart_engine() -> tuple[float, float, float]:
         await asyncio.sleep(0.1)
     down = time.monotonic()
     await asyncio.sleep(2.0)  # an outage scopedns must ride out
+    # A session of its own: dockerd must not die with this run's process group.
     starter = await asyncio.create_subprocess_exec(
-        "bash", str(ROOT / "tests/setup/start-docker.sh"), stdout=subprocess.DEVNULL)
+        "bash", str(ROOT / "tests/setup/start-docker.sh"), stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, start_new_session=True)
     assert await starter.wait() == 0, "dockerd did not come back"
     return stopping, down, time.monotonic()
 
