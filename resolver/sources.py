@@ -58,7 +58,7 @@ def open_source(config: Config, table: NameTable, engine_stats: EngineStats | No
 
         source = Attaching(source, config.docker, config.attach)
     if config.takeover:  # docs/takeover.md: takeover runs beside the source it waits for
-        from watchers.takeover import WithTakeover
+        from watchers.takeover_source import WithTakeover
 
         source = WithTakeover(source, table, config, metrics, query_stats, udp_receiver)
     return source
