@@ -92,8 +92,8 @@ class TakeoverManager:
         self._flusher = NamespaceWorker(threads=FLUSH_THREADS)
         limit = raise_descriptor_limit()
         held = reserve_low_descriptors()
-        log.info("takeover: descriptor limit %d; %d low descriptors kept for nftables contexts "
-                 "(at most that many containers)", limit, held)
+        log.info("takeover: descriptor limit %d (about 4 per container); %d low descriptors "
+                 "lent to nftables one command at a time", limit, held)
         flavour = host_firewall_flavour()
         log.info("takeover: host iptables flavour %s; diversions are nftables tables ahead of "
                  "Docker's rules either way", flavour)
