@@ -38,7 +38,7 @@ DEFAULT_CACHE_SIZE = 10_000
 # UDP read by one thread in batches (recvmmsg/sendmmsg) costs less CPU per query than the event
 # loop's per-datagram path (docs/performance.md); "loop" keeps the event loop's.
 UDP_IO = ("batch", "loop")
-DEFAULT_UDP_IO = "batch"
+DEFAULT_UDP_IO = "loop"
 
 IPNetworkOption = IPv4Network | IPv6Network
 
