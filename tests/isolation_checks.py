@@ -17,14 +17,8 @@ from resolver.answer import FORWARD, AliasOrder, LocalAnswer, Policy, decide
 from resolver.handler import Forward, Handler
 from resolver.table import NameTable
 from resolver.views import View
-from tests.reference_model import (
-    HOST_VIEW,
-    STRANGERS,
-    Engine,
-    Expected,
-    ModelView,
-    ReferenceModel,
-)
+from tests.reference_model import Expected, ModelView, ReferenceModel
+from tests.toy_engine import HOST_VIEW, STRANGERS, Engine
 
 ORDERS = {"first": Policy(alias_order=AliasOrder.FIRST),
           "ordered": Policy(alias_order=AliasOrder.ORDERED)}

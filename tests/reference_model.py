@@ -1,39 +1,53 @@
 # A reference model of docs/ for the property tests (health and SRV included): a plain record
 # of the world (networks, running containers, one registration number per (container, network,
 # name)) and an answer function that scans all of it for every question, straight from the
-# docs' words. Written for clarity, not speed; it shares no logic with resolver.table or
-# resolver.views (records from resolver.model are only its inputs), so the two can be compared.
-# Also a toy engine (Engine) that plays Docker's side: containers, stopped ones included, and
-# their inspect records.
+# docs' words. Written for clarity, not speed; it shares no logic with resolver.table,
+# resolver.views or watchers/ (records from resolver.model are only its inputs), so the two can
+# be compared. It follows the engine's events as docs/failures.md says the watcher does
+# (`event`), against what the engine holds at that moment (an `Inspect`, the toy engine of
+# tests/toy_engine.py).
 from __future__ import annotations
 
-import hashlib
-import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from dataclasses import dataclass, replace
+from ipaddress import ip_address, ip_network
+from typing import Protocol
 
 from resolver.model import (
     ContainerInfo,
     EndpointInfo,
-    EngineState,
-    LinkAlias,
     NetworkInfo,
-    ServicePort,
 )
 
 # docs/views.md: the default --host-view-from.
 HOST_VIEW_FROM = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 RegistrationKey = tuple[str, str, str]  # (container id, network id, lower-case name)
-HOSTS = range(2, 12)  # host numbers the toy engine hands out on a network
-NETWORK_VIEW_HOST = 250  # never handed out: a client the events have not delivered yet
-STRANGERS = ("10.255.0.1", "fd99::1")
-HOST_VIEW = "127.0.0.1"
-# Services a toy container may offer: port numbers (exposed) and names (labels).
-SERVICE_POOL = (ServicePort("80", "tcp", 80), ServicePort("53", "udp", 53),
-                ServicePort("web", "tcp", 8080))
-SERVICE_ASKED = (("80", "tcp"), ("53", "udp"), ("web", "tcp"), ("80", "udp"))
-BRIDGE = NetworkInfo("net-bridge", "bridge", (ip_network("172.17.0.0/16"),), user_defined=False)
+# docs/failures.md, "Engine loss": container events that make the watcher re-inspect, and those
+# after which the container's names leave at once.
+REINSPECTING = frozenset({"start", "restart", "kill", "rename"})
+LEAVING = frozenset({"die", "stop", "destroy"})
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """One engine event: `kind` container or network, the action, the actor's id, and for a
+    network connect or disconnect, the container's. `again`: the index in the engine's log of
+    the event this one repeats, late and stamped as it was: a stale event."""
+
+    kind: str
+    action: str
+    actor: str
+    container: str = ""
+    again: int | None = None
+
+
+class Inspect(Protocol):
+    """What the engine says now when asked (the toy engine)."""
+
+    def container(self, container_id: str) -> ContainerInfo | None:
+        """The running container, or None (stopped or gone)."""
+
+    def network(self, network_id: str) -> NetworkInfo | None: ...
 
 
 @dataclass(frozen=True)
@@ -146,6 +160,58 @@ class ReferenceModel:
         for container in restart_order(listed.values()):
             self.container_is(container)
 
+    def event(self, event: EngineEvent, now: Inspect) -> None:
+        """docs/failures.md, "Engine loss": what each event does. Events carry no addresses:
+        what may have joined is re-inspected, so it counts as the engine has it `now`; a
+        disconnect re-inspects without the endpoint it names; a network create inspects the
+        network. docs/health.md: a `health_status` event re-inspects too. A stale event
+        removes nothing on its own word: it only re-inspects."""
+        kind, action = event.kind, event.action
+        if event.again is not None:
+            self._stale(event, now)
+        elif kind == "container" and action in LEAVING:
+            self.container_stopped(event.actor)
+        elif kind == "container" and (action in REINSPECTING
+                                      or action.startswith("health_status")):
+            self._reinspected(event.actor, now)
+        elif kind == "network" and action == "create":
+            network = now.network(event.actor)
+            if network is None:
+                self.network_removed(event.actor)
+            else:
+                self.network_created(network)
+        elif kind == "network" and action == "destroy":
+            self.network_removed(event.actor)
+        elif kind == "network" and action in ("connect", "disconnect"):
+            left = event.actor if action == "disconnect" else ""
+            self._reinspected(event.container, now, left)
+
+    def _stale(self, event: EngineEvent, now: Inspect) -> None:
+        if event.kind == "network" and event.action in ("create", "destroy"):
+            network = now.network(event.actor)
+            if network is None:
+                self.network_removed(event.actor)
+            else:
+                self.network_created(network)
+        elif event.kind == "network" and event.action in ("connect", "disconnect"):
+            self._reinspected(event.container, now)
+        elif event.kind == "container" and event.action != "create":
+            self._reinspected(event.actor, now)
+
+    def _reinspected(self, container_id: str, now: Inspect, left: str = "") -> None:
+        """The container as the engine has it now, minus its endpoint on network `left`; a
+        network it is on that the model does not know yet is inspected first."""
+        container = now.container(container_id)
+        if container is None:
+            self.container_stopped(container_id)
+            return
+        for ep in container.endpoints:
+            network = None if ep.network_id in self.networks else now.network(ep.network_id)
+            if network is not None:
+                self.network_created(network)
+        kept = tuple(ep for ep in container.endpoints if ep.network_id != left)
+        self.container_is(replace(container, endpoints=kept))
+
     def _keys(self, container: ContainerInfo) -> set[RegistrationKey]:
         return {(container.id, ep.network_id, name)
                 for ep in container.endpoints for name in endpoint_names(container, ep)}
@@ -192,14 +258,9 @@ class ReferenceModel:
 
     # ----- what it gets (docs/names.md, order.md, answers.md) ----------------------------------
 
-    def answer(self, client: str, qname: str, qtype: str, order: str) -> Expected:
-        """`qtype` is A, AAAA or PTR; `order` is first or ordered (docs/order.md)."""
-        view = self.view(client)
-        if view is None:
-            return Expected("REFUSED")
-        return self.answer_in(view, qname, qtype, order)
-
     def answer_in(self, view: ModelView, qname: str, qtype: str, order: str) -> Expected:
+        """`qtype` is A, AAAA, PTR, SRV or another; `order` is first or ordered
+        (docs/order.md). A client without a view gets REFUSED, never asked here."""
         name = qname.lower().removesuffix(".")
         if qtype == "PTR":
             target = self.pointer(view, name)
@@ -339,139 +400,3 @@ def splits(name: str) -> list[tuple[str, str | None]]:
     for cut in range(len(labels) - 1, 0, -1):
         result.append((".".join(labels[:cut]), ".".join(labels[cut:])))
     return result
-
-
-# ----- the toy engine -----------------------------------------------------------------------
-
-
-@dataclass
-class Plan:
-    """How a container is attached to one network (kept while it is stopped)."""
-
-    host: int
-    aliases: tuple[str, ...] = ()
-    links: tuple[LinkAlias, ...] = ()
-
-
-@dataclass
-class SimContainer:
-    id: str
-    name: str
-    hostname: str | None
-    created_at: str
-    plans: dict[str, Plan] = field(default_factory=dict)  # network id -> plan
-    left: dict[str, Plan] = field(default_factory=dict)  # plans of networks it disconnected
-    started_at: str = ""
-    running: bool = False
-    health: str | None = None  # None: no healthcheck; else starting, healthy or unhealthy
-    services: tuple[ServicePort, ...] = ()
-
-
-class Engine:
-    """A toy Docker engine: what it holds, and the records `docker inspect` would give."""
-
-    def __init__(self) -> None:
-        self.networks: dict[str, NetworkInfo] = {BRIDGE.id: BRIDGE}
-        self.containers: dict[str, SimContainer] = {}
-        self.clock = 0
-        self.created = 0
-        self.ever_networks: list[NetworkInfo] = [BRIDGE]
-        self.ever_names: set[str] = set()
-        self.ever_addresses: set[str] = set()
-
-    def tick(self) -> str:
-        """A coarse clock (two events a second), so start and creation times sometimes tie."""
-        self.clock += 1
-        return f"2026-01-01T00:{self.clock // 120:02d}:{self.clock // 2 % 60:02d}Z"
-
-    def new_network(self, name: str, internal: bool, dual: bool) -> NetworkInfo:
-        self.created += 1
-        n = self.created
-        subnets = [ip_network(f"172.{20 + n}.0.0/24")]
-        if dual:
-            subnets.append(ip_network(f"fd00:{n:x}::/64"))
-        network = NetworkInfo(f"net{n}", name, tuple(subnets), internal, dual)
-        self.networks[network.id] = network
-        self.ever_networks.append(network)
-        return network
-
-    def new_container(self, name: str, hostname: str | None) -> SimContainer:
-        self.created += 1
-        cid = hashlib.sha256(f"c{self.created}".encode()).hexdigest()
-        sim = SimContainer(cid, name, hostname, self.tick())
-        self.containers[cid] = sim
-        self.ever_names.update({name, cid[:12], *([hostname] if hostname else [])})
-        return sim
-
-    def free_host(self, network_id: str, wanted: int) -> int:
-        """`wanted` if no running container holds it on the network, else the lowest free."""
-        taken = {c.plans[network_id].host for c in self.running() if network_id in c.plans}
-        free = [h for h in HOSTS if h not in taken]
-        return wanted if wanted in free else free[0]
-
-    def running(self) -> list[SimContainer]:
-        return [c for c in self.containers.values() if c.running]
-
-    def stopped(self) -> list[SimContainer]:
-        return [c for c in self.containers.values() if not c.running]
-
-    def info(self, sim: SimContainer) -> ContainerInfo:
-        endpoints = tuple(self._endpoint(nid, plan) for nid, plan in sim.plans.items())
-        return ContainerInfo(sim.id, sim.name, sim.hostname, endpoints,
-                             started_at=sim.started_at, created_at=sim.created_at,
-                             ready=sim.health not in ("starting", "unhealthy"),
-                             services=sim.services)
-
-    def _endpoint(self, network_id: str, plan: Plan) -> EndpointInfo:
-        network = self.networks[network_id]
-        v4 = next(s for s in network.subnets if s.version == 4)
-        ipv4 = IPv4Address(int(v4.network_address) + plan.host)
-        ipv6 = None
-        if network.ipv6:
-            v6 = next(s for s in network.subnets if s.version == 6)
-            ipv6 = IPv6Address(int(v6.network_address) + plan.host)
-        self.ever_names.update(plan.aliases)
-        self.ever_names.update(x for link in plan.links for x in (link.alias, link.target))
-        self.ever_addresses.update(str(a) for a in (ipv4, ipv6) if a is not None)
-        return EndpointInfo(network_id, ipv4, ipv6, plan.aliases, plan.links)
-
-    def state(self, seed: int) -> EngineState:
-        """A full listing, networks and containers in an order picked by `seed`."""
-        networks = list(self.networks.values())
-        containers = [self.info(c) for c in self.running()]
-        random.Random(seed).shuffle(networks)
-        random.Random(seed).shuffle(containers)
-        return EngineState(tuple(networks), tuple(containers))
-
-    def clients(self) -> list[str]:
-        """Every address ever handed out (current ones are container views, old ones network
-        views), an unused address of every network, strangers, and the host."""
-        near = [str(ip_address(int(s.network_address) + NETWORK_VIEW_HOST))
-                for n in self.ever_networks for s in n.subnets]
-        return sorted(self.ever_addresses) + near + [*STRANGERS, HOST_VIEW]
-
-    def questions(self) -> list[tuple[str, str, bool]]:
-        """(qname, qtype, also on the wire): every name ever seen as spelled and in swapped case,
-        `name.network` for every network ever seen, a missing name, and every address's PTR name."""
-        names = sorted(self.ever_names | {"missing"})
-        suffixes = [n.name for n in self.ever_networks if n.user_defined]
-        asked = [(q, "A", True) for q in names] + [(q, "AAAA", False) for q in names]
-        # Case and splits do not depend on the address family: A only for these.
-        asked += [(q.swapcase(), "A", False) for q in names]
-        asked += [(f"{q}.{s.swapcase() if i % 2 else s}", "A", False) for q in names
-                  for i, s in enumerate(suffixes)]
-        for address in sorted(self.ever_addresses):
-            pointer = ip_address(address).reverse_pointer
-            asked += [(pointer, "PTR", True), (pointer.upper(), "PTR", False)]
-        return asked + self.service_questions(names, suffixes)
-
-    @staticmethod
-    def service_questions(names: list[str], suffixes: list[str]) -> list[tuple[str, str, bool]]:
-        """SRV for every service of SERVICE_POOL under every name (and under `name.network` for
-        the first network), other types at a service name, the `_<proto>.<name>` node."""
-        asked: list[tuple[str, str, bool]] = []
-        for q in names:
-            asked += [(f"_{svc}._{proto}.{q}", "SRV", True) for svc, proto in SERVICE_ASKED]
-            asked += [(f"_80._tcp.{q}", "TXT", False), (f"_TCP.{q}", "A", False)]
-            asked += [(f"_80._tcp.{q}.{s}", "SRV", False) for s in suffixes[:2]]
-        return asked

@@ -1,15 +1,18 @@
-# Property tests of docs/views.md and order.md (and resyncs) against tests/reference_model.py:
-# hypothesis plays random Docker histories (networks created and removed, containers run,
-# stopped, started again, renamed, connected and disconnected, events missed while the engine is
-# away, full reconciles, scopedns restarts) into a NameTable through the calls the Docker watcher
-# makes. After every step every client asks every name: the table's answers (answer.decide on
-# the client's view, and the wire replies of long-lived Handlers) must be the model's, and no
-# answer may carry an address from a network the client is not on.
+# Property tests of docs/views.md, order.md, health.md, srv.md and failures.md against
+# tests/reference_model.py: hypothesis plays random Docker histories (networks created and
+# removed, containers run, stopped, started again, renamed, connected and disconnected,
+# healthchecks flipping, events missed while the engine is away, reconnects, periodic
+# reconciles, scopedns restarts) on an in-memory engine, as inspect JSON and events, and the
+# real Docker watcher (watchers/docker.py, run step by step by tests/stepped_watcher.py) keeps
+# a NameTable from them. After every step every client asks every name: the table's answers
+# (answer.decide on the client's view, and the wire replies of long-lived Handlers) must be the
+# model's, and no answer may carry an address from a network the client is not on.
 # SCOPEDNS_PROPERTY_EXAMPLES=N runs N histories instead of the CI default; -s prints the totals.
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import closing
 from typing import TypeVar
 
 import pytest
@@ -26,16 +29,12 @@ from hypothesis.stateful import (
 
 from resolver.handler import Handler
 from resolver.model import LinkAlias, ServicePort
-from resolver.table import NameTable
+from tests.docker_json import publish
 from tests.isolation_checks import ORDERS, TOTALS, compare_everything
-from tests.reference_model import (
-    BRIDGE,
-    SERVICE_POOL,
-    Engine,
-    Plan,
-    ReferenceModel,
-    SimContainer,
-)
+from tests.memory_engine import MemoryEngine
+from tests.reference_model import EngineEvent, ReferenceModel
+from tests.stepped_watcher import SteppedWatcher
+from tests.toy_engine import BRIDGE, SERVICE_POOL, Engine, Plan
 
 # CI: 20 histories of up to 20 steps, and 40 engine states listed in two orders.
 EXAMPLES = int(os.environ.get("SCOPEDNS_PROPERTY_EXAMPLES", "0")) or 20
@@ -69,21 +68,59 @@ status_st = st.sampled_from(("starting", "healthy", "unhealthy"))
 
 
 class History(RuleBasedStateMachine):
-    """One random engine history; the table and the model follow it step by step, through the
-    table calls the Docker watcher makes (watchers/docker.py), unless the engine is away."""
+    """One random engine history. The toy engine plays Docker's side (tests/toy_engine.py): each
+    step's commands change its state and log their events; the in-memory engine is made to
+    hold the same state as inspect JSON and emits the events (tests/docker_json.py); the real
+    watcher follows them into the table, and the model follows the same events as the docs
+    say, both against what the engine holds once the step is over."""
 
     def __init__(self) -> None:
         super().__init__()
         self.engine = Engine()
-        self.live = True  # False: events are being missed (the engine connection is down)
-        self._fresh(seed=0)
+        self.docker = MemoryEngine()
+        self.published = 0  # events of engine.log handed to the in-memory engine
+        self.modelled = 0  # ... and to the model (behind while the engine is away)
+        # The newest event applied since the last listing: a reconnect subscribes `since` its
+        # time, so it comes again (docs/failures.md, "Engine loss", step 2).
+        self.newest: EngineEvent | None = None
+        self.live = True  # False: the engine is away; its events are missed
+        self.scopedns = self._fresh(seed=0)
         TOTALS["histories"] += 1
 
-    def _fresh(self, seed: int) -> None:
-        """scopedns (re)starts: an empty table, then a first full sync."""
-        self.table, self.model = NameTable(), ReferenceModel()
-        self.handlers = {order: Handler(self.table, p) for order, p in ORDERS.items()}
-        self.reconcile(seed)
+    def _fresh(self, seed: int) -> SteppedWatcher:
+        """scopedns (re)starts: an empty table, a new watcher, its first full sync."""
+        self._publish()
+        self.docker.listing_seed = seed
+        scopedns = SteppedWatcher(self.docker)
+        self.model = ReferenceModel()
+        self.model.resynced(*self.engine.listing())
+        self.modelled, self.newest = len(self.engine.log), None
+        self.handlers = {order: Handler(scopedns.table, p) for order, p in ORDERS.items()}
+        return scopedns
+
+    def teardown(self) -> None:
+        self.scopedns.close()
+
+    def _publish(self) -> None:
+        publish(self.engine, self.docker, self.engine.log[self.published:])
+        self.published = len(self.engine.log)
+
+    def _step_done(self) -> None:
+        """The step's events reach the engine's stream; the watcher applies them (it only
+        retries its connection while the engine is away), and so does the model."""
+        self._publish()
+        before = self.scopedns.counts
+        self.scopedns.settle()
+        assert self.scopedns.counts[0] == before[0], "a step made the watcher reconnect"
+        if self.live:
+            self._model_catches_up()
+
+    def _model_catches_up(self) -> None:
+        for event in self.engine.log[self.modelled:]:
+            self.model.event(event, self.engine)
+            if event.again is None:
+                self.newest = event
+        self.modelled = len(self.engine.log)
 
     @initialize(networks=st.lists(st.tuples(network_names_st, st.booleans(), st.booleans()),
                                   min_size=1, max_size=3),
@@ -107,22 +144,15 @@ class History(RuleBasedStateMachine):
     def create_network(self, name: str, internal: bool, dual: bool) -> None:
         if any(n.name == name for n in self.engine.networks.values()):
             return  # network names are unique
-        network = self.engine.new_network(name, internal, dual)
-        if self.live:
-            self.table.upsert_network(network)
-            self.model.network_created(network)
+        self.engine.new_network(name, internal, dual)
+        self._step_done()
 
     @precondition(lambda self: len(self.engine.networks) > 1)
     @rule(pick=pick_st)
     def remove_network(self, pick: int) -> None:
-        nid = pick_one([n for n in self.engine.networks if n != BRIDGE.id], pick)
-        del self.engine.networks[nid]
-        for sim in self.engine.containers.values():
-            sim.plans.pop(nid, None)
-            sim.left.pop(nid, None)
-        if self.live:
-            self.table.remove_network(nid)
-            self.model.network_removed(nid)
+        self.engine.remove_network(pick_one([n for n in self.engine.networks
+                                             if n != BRIDGE.id], pick))
+        self._step_done()
 
     # ----- containers ----------------------------------------------------------------------
 
@@ -143,45 +173,35 @@ class History(RuleBasedStateMachine):
         for i, pick in enumerate(picks):
             nid = pick_one(list(self.engine.networks), pick)
             sim.plans.setdefault(nid, Plan(0, aliases, links if i == 0 else ()))
-        self._start(sim, new_address=True)
+        self.engine.start(sim, new_address=True)
+        self._step_done()
 
     @precondition(lambda self: self.engine.running())
     @rule(pick=pick_st)
     def stop(self, pick: int) -> None:
-        sim = pick_one(self.engine.running(), pick)
-        sim.running = False
-        if self.live:
-            self.table.remove_container(sim.id)
-            self.model.container_stopped(sim.id)
+        self.engine.stop(pick_one(self.engine.running(), pick))
+        self._step_done()
 
     @precondition(lambda self: self.engine.stopped())
     @rule(pick=pick_st, new_address=st.booleans())
     def start_again(self, pick: int, new_address: bool) -> None:
-        self._start(pick_one(self.engine.stopped(), pick), new_address)
+        self.engine.start(pick_one(self.engine.stopped(), pick), new_address)
+        self._step_done()
 
     @precondition(lambda self: self.engine.running())
     @rule(pick=pick_st, new_address=st.booleans())
     def restart(self, pick: int, new_address: bool) -> None:
         """`docker restart`: stop, then start (the address may change)."""
-        sim = pick_one(self.engine.running(), pick)
-        self.stop(self.engine.running().index(sim))
-        self._start(sim, new_address)
+        self.engine.restart(pick_one(self.engine.running(), pick), new_address)
+        self._step_done()
 
     @precondition(lambda self: any(c.health for c in self.engine.running()))
     @rule(pick=pick_st, status=status_st)
     def health_changes(self, pick: int, status: str) -> None:
         """A healthcheck flips: the `health_status` event makes the watcher re-inspect."""
         sim = pick_one([c for c in self.engine.running() if c.health], pick)
-        sim.health = status
-        self._upsert(sim)
-
-    def _start(self, sim: SimContainer, new_address: bool) -> None:
-        if sim.health is not None:
-            sim.health = "starting"  # the engine starts every healthcheck over
-        for nid, plan in sim.plans.items():
-            plan.host = self.engine.free_host(nid, 0 if new_address else plan.host)
-        sim.running, sim.started_at = True, self.engine.tick()
-        self._upsert(sim)
+        self.engine.health_changes(sim, status)
+        self._step_done()
 
     @precondition(lambda self: self.engine.running())
     @rule(pick=pick_st, net=pick_st, aliases=aliases_st, links=links_st)
@@ -191,7 +211,8 @@ class History(RuleBasedStateMachine):
         sim = pick_one(self.engine.running(), pick)
         free = [n for n in self.engine.networks if n not in sim.plans]
         if free:
-            self._join(sim, pick_one(free, net), Plan(0, aliases, links))
+            self.engine.connect(sim, pick_one(free, net), Plan(0, aliases, links))
+            self._step_done()
 
     @precondition(lambda self: any(c.left for c in self.engine.running()))
     @rule(pick=pick_st, net=pick_st)
@@ -199,20 +220,15 @@ class History(RuleBasedStateMachine):
         """Back to a network it left, with the aliases and links it had there."""
         sim = pick_one([c for c in self.engine.running() if c.left], pick)
         nid = pick_one(list(sim.left), net)
-        self._join(sim, nid, sim.left.pop(nid))
-
-    def _join(self, sim: SimContainer, network_id: str, plan: Plan) -> None:
-        plan.host = self.engine.free_host(network_id, plan.host)
-        sim.plans[network_id] = plan
-        self._upsert(sim)
+        self.engine.connect(sim, nid, sim.left.pop(nid))
+        self._step_done()
 
     @precondition(lambda self: any(c.plans for c in self.engine.running()))
     @rule(pick=pick_st, net=pick_st)
     def disconnect(self, pick: int, net: int) -> None:
         sim = pick_one([c for c in self.engine.running() if c.plans], pick)
-        nid = pick_one(list(sim.plans), net)
-        sim.left[nid] = sim.plans.pop(nid)
-        self._upsert(sim)
+        self.engine.disconnect(sim, pick_one(list(sim.plans), net))
+        self._step_done()
 
     @precondition(lambda self: self.engine.containers)
     @rule(pick=pick_st, name=names_st)
@@ -220,58 +236,94 @@ class History(RuleBasedStateMachine):
         sim = pick_one(list(self.engine.containers.values()), pick)
         if any(c.name == name for c in self.engine.containers.values()):
             return
-        sim.name = name
-        self.engine.ever_names.add(name)
-        if sim.running:
-            self._upsert(sim)
+        self.engine.rename(sim, name)
+        self._step_done()
 
     @precondition(lambda self: self.engine.stopped())
     @rule(pick=pick_st)
     def remove_stopped(self, pick: int) -> None:
-        del self.engine.containers[pick_one(self.engine.stopped(), pick).id]
+        self.engine.remove(pick_one(self.engine.stopped(), pick))
+        self._step_done()
 
-    def _upsert(self, sim: SimContainer) -> None:
-        """start, connect, disconnect, rename: the watcher re-inspects the container."""
-        if self.live:
-            info = self.engine.info(sim)
-            self.table.upsert_container(info)
-            self.model.container_is(info)
+    @precondition(lambda self: self.live)
+    @rule(pick=st.integers(0, 2**16))
+    def late_event(self, pick: int) -> None:
+        """An event already delivered comes again, late and stamped as it was (a duplicate, or
+        one out of order): stale, it may make the watcher re-inspect but never removes on its
+        own word (docs/failures.md)."""
+        older = [i for i, e in enumerate(self.docker.events) if e["timeNano"] < self.docker.clock]
+        if older:
+            self.engine.late(pick_one(older, pick))
+            self._step_done()
 
     # ----- the engine connection and scopedns itself ---------------------------------------
 
-    @rule(event=st.sampled_from(("engine goes away", "reconcile", "scopedns restarts")),
+    @rule(event=st.sampled_from(("engine goes away", "engine comes back", "periodic resync",
+                                 "scopedns restarts")),
           seed=st.integers(0, 2**16))
     def connection(self, event: str, seed: int) -> None:
         """One rule for what happens to the engine connection and scopedns itself, so that
-        they stay rarer than container events."""
+        they stay rarer than container events. Each goes through the watcher's own paths."""
         if event == "engine goes away":
-            self.live = False  # events are missed; both keep the last table (docs/failures.md)
-        elif event == "reconcile":
-            self.reconcile(seed)
-        else:
+            self.engine_goes_away()
+        elif event == "periodic resync" and self.live:
+            self.periodic_resync(seed)
+        elif event == "scopedns restarts":
             self.scopedns_restarts(seed)
+        else:
+            self.reconnect(seed)
 
-    def reconcile(self, seed: int) -> None:
-        """A full sync (the first one, after a reconnect, or the periodic one), listed in any
-        order."""
-        state = self.engine.state(seed)
-        self.table.replace_all(state)
-        self.model.resynced(state.networks, state.containers)
-        self.live = True
+    def engine_goes_away(self) -> None:
+        """The engine stops answering and its stream ends: the watcher keeps the last table
+        and retries (docs/failures.md); events from now on are missed."""
+        self.docker.down = True
+        self.docker.cut_streams()
+        self.scopedns.settle()
+        self.live = False
+
+    def reconnect(self, seed: int) -> None:
+        """The engine is back (or, while it was there, the stream ended): the watcher
+        reconnects, replays what it missed, and reconciles against a listing in an order
+        picked by `seed`. The model replays the same events, then resyncs."""
+        self.docker.listing_seed = seed
+        self.docker.down = False
+        if self.live:
+            self.docker.cut_streams()
+        connects, syncs = self.scopedns.counts
+        self.scopedns.settle()
+        assert self.scopedns.counts == (connects + 1, syncs + 1), "one reconnect, one sync"
+        if self.newest is not None:
+            self.model.event(self.newest, self.engine)
+        self._model_catches_up()
+        self.model.resynced(*self.engine.listing())
+        self.live, self.newest = True, None
+
+    def periodic_resync(self, seed: int) -> None:
+        """--resync-interval passes: a full listing, on the same connection."""
+        self.docker.listing_seed = seed
+        connects, syncs = self.scopedns.counts
+        self.scopedns.resync_period()
+        assert self.scopedns.counts == (connects, syncs + 1), "one sync, no reconnect"
+        self.model.resynced(*self.engine.listing())
+        self.newest = None
 
     def scopedns_restarts(self, seed: int) -> None:
-        """docs/order.md: a new table rebuilds the order from the engine alone; another fresh table
-        fed the same state listed in another order answers the same."""
-        self._fresh(seed)
-        other = NameTable()
-        other.replace_all(self.engine.state(seed + 1))
-        compare_everything(other, self.model, self.engine)
+        """docs/order.md: a new table rebuilds the order from the engine alone (the engine is
+        there again, if it was away); another new scopedns, listed in another order, answers
+        the same."""
+        self.scopedns.close()
+        self.docker.down = False
+        self.scopedns = self._fresh(seed)
+        self.live = True
+        self.docker.listing_seed = seed + 1
+        with closing(SteppedWatcher(self.docker)) as other:
+            compare_everything(other.table, self.model, self.engine)
         TOTALS["fresh_tables"] += 2
 
     @invariant()
     def table_answers_as_the_model(self) -> None:
         TOTALS["steps"] += 1
-        compare_everything(self.table, self.model, self.engine, self.handlers)
+        compare_everything(self.scopedns.table, self.model, self.engine, self.handlers)
 
 
 def pick_one(items: list[T], pick: int) -> T:
@@ -318,13 +370,14 @@ def engines(draw: st.DrawFn) -> Engine:
                                          unique=True))
 def test_fresh_table_does_not_depend_on_listing_order(engine: Engine, seeds: list[int]) -> None:
     """docs/order.md: after scopedns restarts, the order is rebuilt from the engine's state alone
-    (start time, creation time, ID): fresh tables fed the same state listed in two orders
+    (start time, creation time, ID): new watchers given the same state listed in two orders
     answer every client as the model rebuilt from that state."""
     model = ReferenceModel()
-    state = engine.state(seeds[0])
-    model.resynced(state.networks, state.containers)
+    model.resynced(*engine.listing())
+    docker = MemoryEngine()
+    publish(engine, docker, ())
     for seed in seeds:
-        table = NameTable()
-        table.replace_all(engine.state(seed))
-        compare_everything(table, model, engine)
+        docker.listing_seed = seed
+        with closing(SteppedWatcher(docker)) as scopedns:
+            compare_everything(scopedns.table, model, engine)
         TOTALS["fresh_tables"] += 1
