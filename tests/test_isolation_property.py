@@ -65,6 +65,7 @@ hostname_st = st.none() | st.sampled_from(CONTAINER_NAMES + ALIASES)
 healthcheck_st = st.booleans()
 services_st = st.lists(st.sampled_from(SERVICE_POOL), max_size=3, unique=True).map(tuple)
 status_st = st.sampled_from(("starting", "healthy", "unhealthy"))
+seeds_st = st.integers(0, 2**16)  # the order of a full listing
 
 
 class History(RuleBasedStateMachine):
@@ -99,7 +100,13 @@ class History(RuleBasedStateMachine):
         return scopedns
 
     def teardown(self) -> None:
-        self.scopedns.close()
+        """A history ends with the engine there, so that every outage's replay is checked."""
+        try:
+            if not self.live:
+                self.reconnect(seed=0)
+                self.table_answers_as_the_model()
+        finally:
+            self.scopedns.close()
 
     def _publish(self) -> None:
         publish(self.engine, self.docker, self.engine.log[self.published:])
@@ -214,6 +221,24 @@ class History(RuleBasedStateMachine):
             self.engine.connect(sim, pick_one(free, net), Plan(0, aliases, links))
             self._step_done()
 
+    @precondition(lambda self: len(self.engine.running()) > 1)
+    @rule(name=network_names_st, order=st.permutations(range(len(CONTAINER_NAMES))))
+    def join_together(self, name: str, order: list[int]) -> None:
+        """`docker compose up` with a project network: the network is created if need be, and
+        the running containers not on it join it with the alias `app`, one after another in a
+        drawn order. They hold it in the order they joined, whatever their start times
+        (docs/order.md), also when the engine was away."""
+        network = next((n for n in self.engine.networks.values() if n.name == name), None)
+        if network is None and len(self.engine.networks) <= MAX_NETWORKS:
+            network = self.engine.new_network(name, internal=False, dual=False)
+        if network is None:
+            return
+        joining = [c for c in self.engine.running() if network.id not in c.plans]
+        for i in order:
+            if i < len(joining):
+                self.engine.connect(joining[i], network.id, Plan(0, ("app",)))
+        self._step_done()
+
     @precondition(lambda self: any(c.left for c in self.engine.running()))
     @rule(pick=pick_st, net=pick_st)
     def connect_again(self, pick: int, net: int) -> None:
@@ -258,28 +283,33 @@ class History(RuleBasedStateMachine):
 
     # ----- the engine connection and scopedns itself ---------------------------------------
 
-    @rule(event=st.sampled_from(("engine goes away", "engine comes back", "periodic resync",
-                                 "scopedns restarts")),
-          seed=st.integers(0, 2**16))
-    def connection(self, event: str, seed: int) -> None:
-        """One rule for what happens to the engine connection and scopedns itself, so that
-        they stay rarer than container events. Each goes through the watcher's own paths."""
-        if event == "engine goes away":
-            self.engine_goes_away()
-        elif event == "periodic resync" and self.live:
-            self.periodic_resync(seed)
-        elif event == "scopedns restarts":
-            self.scopedns_restarts(seed)
-        else:
-            self.reconnect(seed)
-
+    @precondition(lambda self: self.live)
+    @rule()
     def engine_goes_away(self) -> None:
         """The engine stops answering and its stream ends: the watcher keeps the last table
-        and retries (docs/failures.md); events from now on are missed."""
+        and retries (docs/failures.md); events from now on are missed until it is back."""
         self.docker.down = True
         self.docker.cut_streams()
         self.scopedns.settle()
         self.live = False
+
+    @precondition(lambda self: not self.live)
+    @rule(seed=seeds_st)
+    def engine_comes_back(self, seed: int) -> None:
+        self.reconnect(seed)
+
+    @rule(event=st.sampled_from(("stream ends", "periodic resync", "scopedns restarts")),
+          seed=seeds_st)
+    def connection(self, event: str, seed: int) -> None:
+        """One rule for the rest of what happens to the engine connection and scopedns
+        itself, so that they stay rarer than container events. Each goes through the
+        watcher's own paths; the first two only while the engine is there."""
+        if event == "scopedns restarts":
+            self.scopedns_restarts(seed)
+        elif self.live and event == "stream ends":
+            self.reconnect(seed)
+        elif self.live:
+            self.periodic_resync(seed)
 
     def reconnect(self, seed: int) -> None:
         """The engine is back (or, while it was there, the stream ended): the watcher
