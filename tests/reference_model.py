@@ -13,11 +13,7 @@ from dataclasses import dataclass, replace
 from ipaddress import ip_address, ip_network
 from typing import Protocol
 
-from resolver.model import (
-    ContainerInfo,
-    EndpointInfo,
-    NetworkInfo,
-)
+from resolver.model import ContainerInfo, EndpointInfo, NetworkInfo
 
 # docs/views.md: the default --host-view-from.
 HOST_VIEW_FROM = (ip_network("127.0.0.0/8"), ip_network("::1/128"))

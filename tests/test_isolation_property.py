@@ -27,14 +27,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from resolver.handler import Handler
 from resolver.model import LinkAlias, ServicePort
 from tests.docker_json import publish
-from tests.isolation_checks import ORDERS, TOTALS, compare_everything
+from tests.isolation_checks import TOTALS, compare_everything
 from tests.memory_engine import MemoryEngine
-from tests.reference_model import EngineEvent, ReferenceModel
+from tests.reference_model import ReferenceModel
 from tests.stepped_watcher import SteppedWatcher
 from tests.toy_engine import BRIDGE, SERVICE_POOL, Engine, Plan
+from tests.watched_engine import WatchedEngine
 
 # CI: 20 histories of up to 20 steps, and 40 engine states listed in two orders.
 EXAMPLES = int(os.environ.get("SCOPEDNS_PROPERTY_EXAMPLES", "0")) or 20
@@ -69,65 +69,25 @@ seeds_st = st.integers(0, 2**16)  # the order of a full listing
 
 
 class History(RuleBasedStateMachine):
-    """One random engine history. The toy engine plays Docker's side (tests/toy_engine.py): each
-    step's commands change its state and log their events; the in-memory engine is made to
-    hold the same state as inspect JSON and emits the events (tests/docker_json.py); the real
-    watcher follows them into the table, and the model follows the same events as the docs
-    say, both against what the engine holds once the step is over."""
+    """One random engine history. Each step runs docker commands on the toy engine, which
+    logs their events; the real watcher follows them into the table and the model follows the
+    same events, both against what the engine holds once the step is over
+    (tests/watched_engine.py)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.engine = Engine()
-        self.docker = MemoryEngine()
-        self.published = 0  # events of engine.log handed to the in-memory engine
-        self.modelled = 0  # ... and to the model (behind while the engine is away)
-        # The newest event applied since the last listing: a reconnect subscribes `since` its
-        # time, so it comes again (docs/failures.md, "Engine loss", step 2).
-        self.newest: EngineEvent | None = None
-        self.live = True  # False: the engine is away; its events are missed
-        self.scopedns = self._fresh(seed=0)
+        self.world = WatchedEngine()
+        self.engine = self.world.engine
         TOTALS["histories"] += 1
-
-    def _fresh(self, seed: int) -> SteppedWatcher:
-        """scopedns (re)starts: an empty table, a new watcher, its first full sync."""
-        self._publish()
-        self.docker.listing_seed = seed
-        scopedns = SteppedWatcher(self.docker)
-        self.model = ReferenceModel()
-        self.model.resynced(*self.engine.listing())
-        self.modelled, self.newest = len(self.engine.log), None
-        self.handlers = {order: Handler(scopedns.table, p) for order, p in ORDERS.items()}
-        return scopedns
 
     def teardown(self) -> None:
         """A history ends with the engine there, so that every outage's replay is checked."""
         try:
-            if not self.live:
-                self.reconnect(seed=0)
+            if not self.world.live:
+                self.world.reconnect(seed=0)
                 self.table_answers_as_the_model()
         finally:
-            self.scopedns.close()
-
-    def _publish(self) -> None:
-        publish(self.engine, self.docker, self.engine.log[self.published:])
-        self.published = len(self.engine.log)
-
-    def _step_done(self) -> None:
-        """The step's events reach the engine's stream; the watcher applies them (it only
-        retries its connection while the engine is away), and so does the model."""
-        self._publish()
-        before = self.scopedns.counts
-        self.scopedns.settle()
-        assert self.scopedns.counts[0] == before[0], "a step made the watcher reconnect"
-        if self.live:
-            self._model_catches_up()
-
-    def _model_catches_up(self) -> None:
-        for event in self.engine.log[self.modelled:]:
-            self.model.event(event, self.engine)
-            if event.again is None:
-                self.newest = event
-        self.modelled = len(self.engine.log)
+            self.world.close()
 
     @initialize(networks=st.lists(st.tuples(network_names_st, st.booleans(), st.booleans()),
                                   min_size=1, max_size=3),
@@ -152,14 +112,14 @@ class History(RuleBasedStateMachine):
         if any(n.name == name for n in self.engine.networks.values()):
             return  # network names are unique
         self.engine.new_network(name, internal, dual)
-        self._step_done()
+        self.world.step_done()
 
     @precondition(lambda self: len(self.engine.networks) > 1)
     @rule(pick=pick_st)
     def remove_network(self, pick: int) -> None:
         self.engine.remove_network(pick_one([n for n in self.engine.networks
                                              if n != BRIDGE.id], pick))
-        self._step_done()
+        self.world.step_done()
 
     # ----- containers ----------------------------------------------------------------------
 
@@ -181,26 +141,26 @@ class History(RuleBasedStateMachine):
             nid = pick_one(list(self.engine.networks), pick)
             sim.plans.setdefault(nid, Plan(0, aliases, links if i == 0 else ()))
         self.engine.start(sim, new_address=True)
-        self._step_done()
+        self.world.step_done()
 
     @precondition(lambda self: self.engine.running())
     @rule(pick=pick_st)
     def stop(self, pick: int) -> None:
         self.engine.stop(pick_one(self.engine.running(), pick))
-        self._step_done()
+        self.world.step_done()
 
     @precondition(lambda self: self.engine.stopped())
     @rule(pick=pick_st, new_address=st.booleans())
     def start_again(self, pick: int, new_address: bool) -> None:
         self.engine.start(pick_one(self.engine.stopped(), pick), new_address)
-        self._step_done()
+        self.world.step_done()
 
     @precondition(lambda self: self.engine.running())
     @rule(pick=pick_st, new_address=st.booleans())
     def restart(self, pick: int, new_address: bool) -> None:
         """`docker restart`: stop, then start (the address may change)."""
         self.engine.restart(pick_one(self.engine.running(), pick), new_address)
-        self._step_done()
+        self.world.step_done()
 
     @precondition(lambda self: any(c.health for c in self.engine.running()))
     @rule(pick=pick_st, status=status_st)
@@ -208,7 +168,7 @@ class History(RuleBasedStateMachine):
         """A healthcheck flips: the `health_status` event makes the watcher re-inspect."""
         sim = pick_one([c for c in self.engine.running() if c.health], pick)
         self.engine.health_changes(sim, status)
-        self._step_done()
+        self.world.step_done()
 
     @precondition(lambda self: self.engine.running())
     @rule(pick=pick_st, net=pick_st, aliases=aliases_st, links=links_st)
@@ -219,7 +179,7 @@ class History(RuleBasedStateMachine):
         free = [n for n in self.engine.networks if n not in sim.plans]
         if free:
             self.engine.connect(sim, pick_one(free, net), Plan(0, aliases, links))
-            self._step_done()
+            self.world.step_done()
 
     @precondition(lambda self: len(self.engine.running()) > 1)
     @rule(name=network_names_st, order=st.permutations(range(len(CONTAINER_NAMES))))
@@ -237,7 +197,7 @@ class History(RuleBasedStateMachine):
         for i in order:
             if i < len(joining):
                 self.engine.connect(joining[i], network.id, Plan(0, ("app",)))
-        self._step_done()
+        self.world.step_done()
 
     @precondition(lambda self: any(c.left for c in self.engine.running()))
     @rule(pick=pick_st, net=pick_st)
@@ -246,14 +206,14 @@ class History(RuleBasedStateMachine):
         sim = pick_one([c for c in self.engine.running() if c.left], pick)
         nid = pick_one(list(sim.left), net)
         self.engine.connect(sim, nid, sim.left.pop(nid))
-        self._step_done()
+        self.world.step_done()
 
     @precondition(lambda self: any(c.plans for c in self.engine.running()))
     @rule(pick=pick_st, net=pick_st)
     def disconnect(self, pick: int, net: int) -> None:
         sim = pick_one([c for c in self.engine.running() if c.plans], pick)
         self.engine.disconnect(sim, pick_one(list(sim.plans), net))
-        self._step_done()
+        self.world.step_done()
 
     @precondition(lambda self: self.engine.containers)
     @rule(pick=pick_st, name=names_st)
@@ -262,98 +222,65 @@ class History(RuleBasedStateMachine):
         if any(c.name == name for c in self.engine.containers.values()):
             return
         self.engine.rename(sim, name)
-        self._step_done()
+        self.world.step_done()
 
     @precondition(lambda self: self.engine.stopped())
     @rule(pick=pick_st)
     def remove_stopped(self, pick: int) -> None:
         self.engine.remove(pick_one(self.engine.stopped(), pick))
-        self._step_done()
+        self.world.step_done()
 
-    @precondition(lambda self: self.live)
+    @precondition(lambda self: self.world.live)
     @rule(pick=st.integers(0, 2**16))
     def late_event(self, pick: int) -> None:
         """An event already delivered comes again, late and stamped as it was (a duplicate, or
         one out of order): stale, it may make the watcher re-inspect but never removes on its
         own word (docs/failures.md)."""
-        older = [i for i, e in enumerate(self.docker.events) if e["timeNano"] < self.docker.clock]
+        docker = self.world.docker
+        older = [i for i, e in enumerate(docker.events) if e["timeNano"] < docker.clock]
         if older:
             self.engine.late(pick_one(older, pick))
-            self._step_done()
+            self.world.step_done()
 
     # ----- the engine connection and scopedns itself ---------------------------------------
 
-    @precondition(lambda self: self.live)
+    @precondition(lambda self: self.world.live)
     @rule()
     def engine_goes_away(self) -> None:
-        """The engine stops answering and its stream ends: the watcher keeps the last table
-        and retries (docs/failures.md); events from now on are missed until it is back."""
-        self.docker.down = True
-        self.docker.cut_streams()
-        self.scopedns.settle()
-        self.live = False
+        self.world.goes_away()
 
-    @precondition(lambda self: not self.live)
+    @precondition(lambda self: not self.world.live)
     @rule(seed=seeds_st)
     def engine_comes_back(self, seed: int) -> None:
-        self.reconnect(seed)
+        self.world.reconnect(seed)
 
     @rule(event=st.sampled_from(("stream ends", "periodic resync", "scopedns restarts")),
           seed=seeds_st)
     def connection(self, event: str, seed: int) -> None:
         """One rule for the rest of what happens to the engine connection and scopedns
-        itself, so that they stay rarer than container events. Each goes through the
-        watcher's own paths; the first two only while the engine is there."""
+        itself, so that they stay rarer than container events; the first two only while the
+        engine is there."""
         if event == "scopedns restarts":
             self.scopedns_restarts(seed)
-        elif self.live and event == "stream ends":
-            self.reconnect(seed)
-        elif self.live:
-            self.periodic_resync(seed)
-
-    def reconnect(self, seed: int) -> None:
-        """The engine is back (or, while it was there, the stream ended): the watcher
-        reconnects, replays what it missed, and reconciles against a listing in an order
-        picked by `seed`. The model replays the same events, then resyncs."""
-        self.docker.listing_seed = seed
-        self.docker.down = False
-        if self.live:
-            self.docker.cut_streams()
-        connects, syncs = self.scopedns.counts
-        self.scopedns.settle()
-        assert self.scopedns.counts == (connects + 1, syncs + 1), "one reconnect, one sync"
-        if self.newest is not None:
-            self.model.event(self.newest, self.engine)
-        self._model_catches_up()
-        self.model.resynced(*self.engine.listing())
-        self.live, self.newest = True, None
-
-    def periodic_resync(self, seed: int) -> None:
-        """--resync-interval passes: a full listing, on the same connection."""
-        self.docker.listing_seed = seed
-        connects, syncs = self.scopedns.counts
-        self.scopedns.resync_period()
-        assert self.scopedns.counts == (connects, syncs + 1), "one sync, no reconnect"
-        self.model.resynced(*self.engine.listing())
-        self.newest = None
+        elif self.world.live and event == "stream ends":
+            self.world.reconnect(seed)
+        elif self.world.live:
+            self.world.periodic_resync(seed)
 
     def scopedns_restarts(self, seed: int) -> None:
-        """docs/order.md: a new table rebuilds the order from the engine alone (the engine is
-        there again, if it was away); another new scopedns, listed in another order, answers
-        the same."""
-        self.scopedns.close()
-        self.docker.down = False
-        self.scopedns = self._fresh(seed)
-        self.live = True
-        self.docker.listing_seed = seed + 1
-        with closing(SteppedWatcher(self.docker)) as other:
-            compare_everything(other.table, self.model, self.engine)
+        """docs/order.md: a new table rebuilds the order from the engine alone; another new
+        scopedns, its listing in another order, answers the same."""
+        self.world.scopedns_restarts(seed)
+        self.world.docker.listing_seed = seed + 1
+        with closing(SteppedWatcher(self.world.docker)) as other:
+            compare_everything(other.table, self.world.model, self.engine)
         TOTALS["fresh_tables"] += 2
 
     @invariant()
     def table_answers_as_the_model(self) -> None:
         TOTALS["steps"] += 1
-        compare_everything(self.scopedns.table, self.model, self.engine, self.handlers)
+        world = self.world
+        compare_everything(world.scopedns.table, world.model, self.engine, world.handlers)
 
 
 def pick_one(items: list[T], pick: int) -> T:
