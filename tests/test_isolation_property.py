@@ -1,8 +1,8 @@
 # Property tests of docs/views.md, order.md, health.md, srv.md and failures.md against
 # tests/reference_model.py: hypothesis plays random Docker histories (networks created and
 # removed, containers run, stopped, started again, renamed, connected and disconnected,
-# healthchecks flipping, events missed while the engine is away, reconnects, periodic
-# reconciles, scopedns restarts) on an in-memory engine, as inspect JSON and events, and the
+# healthchecks flipping, events delivered late or missed while the engine is away, reconnects,
+# periodic reconciles, scopedns restarts) on an in-memory engine, as inspect JSON and events, and the
 # real Docker watcher (watchers/docker.py, run step by step by tests/stepped_watcher.py) keeps
 # a NameTable from them. After every step every client asks every name: the table's answers
 # (answer.decide on the client's view, and the wire replies of long-lived Handlers) must be the
