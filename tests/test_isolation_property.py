@@ -1,12 +1,13 @@
 # Property tests of docs/views.md, order.md, health.md, srv.md and failures.md against
 # tests/reference_model.py: hypothesis plays random Docker histories (networks created and
 # removed, containers run, stopped, started again, renamed, connected and disconnected,
-# healthchecks flipping, events delivered late or missed while the engine is away, reconnects,
-# periodic reconciles, scopedns restarts) on an in-memory engine, as inspect JSON and events, and the
-# real Docker watcher (watchers/docker.py, run step by step by tests/stepped_watcher.py) keeps
-# a NameTable from them. After every step every client asks every name: the table's answers
-# (answer.decide on the client's view, and the wire replies of long-lived Handlers) must be the
-# model's, and no answer may carry an address from a network the client is not on.
+# healthchecks flipping, events delivered late or missed while the engine is away,
+# reconnects, periodic reconciles, scopedns restarts) on an in-memory engine, as inspect JSON
+# and events, and the real Docker watcher (watchers/docker.py, run step by step by
+# tests/stepped_watcher.py) keeps a NameTable from them. After every step every client asks
+# every name: the table's answers (answer.decide on the client's view, and the wire replies of
+# long-lived Handlers) must be the model's, and no answer may carry an address from a network
+# the client is not on.
 # SCOPEDNS_PROPERTY_EXAMPLES=N runs N histories instead of the CI default; -s prints the totals.
 from __future__ import annotations
 
@@ -182,17 +183,20 @@ class History(RuleBasedStateMachine):
             self.world.step_done()
 
     @precondition(lambda self: len(self.engine.running()) > 1)
-    @rule(name=network_names_st, order=st.permutations(range(len(CONTAINER_NAMES))))
-    def join_together(self, name: str, order: list[int]) -> None:
+    @rule(name=network_names_st, order=st.permutations(range(len(CONTAINER_NAMES))),
+          away=st.booleans())
+    def join_together(self, name: str, order: list[int], away: bool) -> None:
         """`docker compose up` with a project network: the network is created if need be, and
         the running containers not on it join it with the alias `app`, one after another in a
-        drawn order. They hold it in the order they joined, whatever their start times
-        (docs/order.md), also when the engine was away."""
+        drawn order. They hold it in the order they joined, whatever their start times, also
+        when the engine was away meanwhile (`away`: it goes first; docs/order.md)."""
         network = next((n for n in self.engine.networks.values() if n.name == name), None)
         if network is None and len(self.engine.networks) <= MAX_NETWORKS:
             network = self.engine.new_network(name, internal=False, dual=False)
         if network is None:
             return
+        if away and self.world.live:
+            self.world.goes_away()
         joining = [c for c in self.engine.running() if network.id not in c.plans]
         for i in order:
             if i < len(joining):
@@ -235,11 +239,14 @@ class History(RuleBasedStateMachine):
     def late_event(self, pick: int) -> None:
         """An event already delivered comes again, late and stamped as it was (a duplicate, or
         one out of order): stale, it may make the watcher re-inspect but never removes on its
-        own word (docs/failures.md)."""
-        docker = self.world.docker
+        own word (docs/failures.md). Mostly a die, stop or disconnect of a container that is
+        running (again) now, where the rule matters."""
+        docker, running = self.world.docker, {c.id for c in self.engine.running()}
         older = [i for i, e in enumerate(docker.events) if e["timeNano"] < docker.clock]
+        removals = [i for i in older if self.engine.log[i].action in ("die", "stop", "disconnect")
+                    and (self.engine.log[i].container or self.engine.log[i].actor) in running]
         if older:
-            self.engine.late(pick_one(older, pick))
+            self.engine.late(pick_one(removals or older, pick))
             self.world.step_done()
 
     # ----- the engine connection and scopedns itself ---------------------------------------
