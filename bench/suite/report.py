@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.suite import pairs
 from bench.suite.chart import draw
+from bench.suite.stats import rss_per_thousand
 
 BEGIN = "<!-- bench:begin (written by make bench; do not edit by hand) -->"
 END = "<!-- bench:end -->"
@@ -118,6 +119,10 @@ def scale_table(document: dict[str, Any]) -> list[str]:
             continue
         rows.append(f"| {label} | {row['load_seconds']:.2f} | {row['rss_bytes'] / 2**20:.0f} "
                     f"| {cell(row['cpu_us_per_query'], '{:.1f}')} |")
+    slope = rss_per_thousand(document.get("scale", []))
+    if slope is not None:
+        rows += ["", f"RSS per 1,000 containers: {slope / 2**20:.1f} MiB (the slope from the "
+                 "smallest row to the largest)."]
     return rows
 
 

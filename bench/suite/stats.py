@@ -1,6 +1,7 @@
 # Pure parsing and statistics for the benchmark suite: dnsperf's summary and its verbose
-# per-response lines, /proc/<pid>/stat CPU ticks, percentiles, and the median/min/max spread
-# reported for every measure. No I/O here: bench/tests/test_bench_parsing.py feeds it text.
+# per-response lines, /proc/<pid>/stat CPU ticks, percentiles, the median/min/max spread
+# reported for every measure, and RSS per 1,000 containers from the scale rows. No I/O here:
+# bench/tests/test_bench_parsing.py feeds it text.
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 _SENT = re.compile(r"Queries sent:\s+(\d+)")
 _COMPLETED = re.compile(r"Queries completed:\s+(\d+)")
@@ -170,3 +172,13 @@ def steal_share(before: CpuTimes, after: CpuTimes) -> float:
 def load_average(proc_loadavg: str) -> float:
     """The 1-minute load average from /proc/loadavg."""
     return float(proc_loadavg.split()[0])
+
+
+def rss_per_thousand(rows: list[dict[str, Any]]) -> float | None:
+    """Bytes of RSS per 1,000 containers: the slope from the smallest row to the largest."""
+    measured = sorted((int(r["containers"]), int(r["rss_bytes"])) for r in rows
+                      if "rss_bytes" in r)
+    if len(measured) < 2 or measured[-1][0] == measured[0][0]:
+        return None
+    (small, small_rss), (large, large_rss) = measured[0], measured[-1]
+    return (large_rss - small_rss) / (large - small) * 1000
