@@ -1,7 +1,8 @@
 # The composition root (docs/design.md): from one Config, the name table, its handler and
 # forwarder, the UDP and TCP listeners on every --listen address, and the state source that
-# feeds the table; `serve` runs them until SIGINT/SIGTERM. The check that no upstream is
-# ourselves lives here, where the listen addresses are bound.
+# feeds the table; `serve` runs them until SIGINT/SIGTERM, freezing the heap after each full
+# load of the table (resolver/heap.py). The check that no upstream is ourselves lives here,
+# where the listen addresses are bound.
 from __future__ import annotations
 
 import asyncio
@@ -19,6 +20,7 @@ from resolver.cache import AnswerCache
 from resolver.config import Config
 from resolver.forward import Forwarder, Upstream
 from resolver.handler import Handler
+from resolver.heap import HeapSettler
 from resolver.loopcheck import forwards_to_itself
 from resolver.metrics import Metrics
 from resolver.ratelimit import RateLimiter
@@ -220,6 +222,7 @@ async def serve(config: Config) -> None:
     """`scopedns serve`: everything `config` asks for, until SIGINT or SIGTERM; SIGHUP reloads
     the state source. Raises StartError when it cannot start."""
     server = Server(config)
+    HeapSettler(server.table)  # collect and freeze after each full load (resolver/heap.py)
     engine = None if config.snapshot else EngineStats()  # read by --http (docs/operations.md)
     try:
         source = open_source(config, server.table, engine, server.metrics, server.handler.stats,

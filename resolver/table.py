@@ -48,6 +48,7 @@ class NameTable:
         self._clients: dict[IPAddress, str] = {}  # address -> its latest claim
         self._listeners: list[Callable[[], None]] = []
         self._synced = False
+        self._loads = 0
         self.snapshot = TableSnapshot(host_view=self._host_view)
 
     # ----- reading -------------------------------------------------------------------------
@@ -55,6 +56,12 @@ class NameTable:
     @property
     def synced(self) -> bool:
         return self._synced
+
+    @property
+    def loads(self) -> int:
+        """How many times the whole table was replaced (replace_all): a listener tells a full
+        load from a single change by it."""
+        return self._loads
 
     @property
     def generation(self) -> int:
@@ -108,6 +115,7 @@ class NameTable:
         for container in ordered:
             self._set_membership(None, container)
         self._synced = True
+        self._loads += 1
         self._rebuild(self._networks.keys())
 
     def upsert_network(self, network: NetworkInfo) -> None:
