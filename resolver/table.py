@@ -22,6 +22,7 @@ from resolver.model import (
 from resolver.views import (
     Holder,
     HostViewPolicy,
+    NetworkOrder,
     NetworkRecords,
     TableSnapshot,
     View,
@@ -42,6 +43,8 @@ class NameTable:
         self._registered: dict[RegistrationKey, int] = {}
         self._next_seq = 0
         self._records: dict[str, NetworkRecords] = {}
+        self._order = NetworkOrder()  # rebuilt when networks change, shared by snapshots
+        self._order_stale = False
         # address -> the containers holding it, latest claim last (a reused address may be
         # held twice for a moment, until the old holder's stop is applied).
         self._claims: dict[IPAddress, list[str]] = {}
@@ -98,6 +101,7 @@ class NameTable:
         end in the deterministic order of EngineState.registration_order(). A container that
         restarted meanwhile (another start time) rejoins at the end, as it would have live."""
         self._networks = {n.id: n for n in state.networks}
+        self._order_stale = True
         ordered = state.registration_order()
         before = self._containers
         self._containers = {c.id: c for c in ordered}
@@ -119,12 +123,15 @@ class NameTable:
         self._rebuild(self._networks.keys())
 
     def upsert_network(self, network: NetworkInfo) -> None:
-        self._networks[network.id] = network
+        if self._networks.get(network.id) != network:
+            self._networks[network.id] = network
+            self._order_stale = True
         self._rebuild([network.id])
 
     def remove_network(self, network_id: str) -> None:
         if self._networks.pop(network_id, None) is None and network_id not in self._members:
             return
+        self._order_stale = True
         for cid in list(self._members.get(network_id, {})):
             old = self._containers[cid]
             kept = tuple(e for e in old.endpoints if e.network_id != network_id)
@@ -222,6 +229,9 @@ class NameTable:
         return NetworkRecords.build(network, holders)
 
     def _publish(self) -> None:
+        if self._order_stale:
+            self._order = NetworkOrder.build(self._networks.values())
+            self._order_stale = False
         self.snapshot = TableSnapshot(
             generation=self.snapshot.generation + 1,
             synced=self._synced,
@@ -230,6 +240,7 @@ class NameTable:
             records=dict(self._records),
             clients=dict(self._clients),
             host_view=self._host_view,
+            order=self._order,
         )
         for listener in self._listeners:
             listener()

@@ -2,17 +2,29 @@
 # publishes after every change, the per-network indexes in it, which view a client gets of it
 # (a pure function of snapshot and client), and Docker's lookup over a view. Pure data and
 # functions: no I/O, no mutation after construction.
+#
+# Scale (docs/performance.md): with a thousand networks, walking every network of the host view
+# for each new name, or every subnet for each new client address, is milliseconds. So the
+# snapshot carries the user-defined networks in endpoint order with their subnets by prefix
+# (NetworkOrder, rebuilt only when networks change), and a view of more than SMALL_VIEW networks
+# carries a ViewIndex: where each name and address first appears. Both give exactly the walk's
+# answer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from itertools import islice
 from typing import NamedTuple
 
 from resolver.model import ContainerInfo, IPAddress, IPNetwork, NetworkInfo, ServicePort
 
 # Without configuration, loopback only: the host itself may see every network, nobody else.
 LOOPBACK_SOURCES = ("127.0.0.0/8", "::1/128")
+# Views of up to this many networks are walked; larger ones (the host view of a big engine)
+# are indexed when built: ~1.5 us per network once, against ~1 us per network and lookup.
+SMALL_VIEW = 16
+NO_LINKS: Mapping[str, str] = {}  # shared by the entries of views without link aliases
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +80,79 @@ class ViewEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewIndex:
+    """Where a large view's names are, so that a lookup need not walk every network: the
+    position of the first entry holding each name, the entries of each network name, the
+    entries with link aliases, and each address's PTR target from the first entry knowing it."""
+
+    first: Mapping[str, int]
+    keyed: Mapping[str, tuple[ViewEntry, ...]]
+    linked: tuple[ViewEntry, ...]
+    reverse: Mapping[IPAddress, str]
+
+    @classmethod
+    def build(cls, entries: tuple[ViewEntry, ...]) -> ViewIndex:
+        first: dict[str, int] = {}
+        reverse: dict[IPAddress, str] = {}
+        for position in range(len(entries) - 1, -1, -1):  # earlier entries overwrite later
+            records = entries[position].records
+            first.update(dict.fromkeys(records.holders, position))
+            reverse.update(records.reverse)
+        keyed: dict[str, list[ViewEntry]] = {}
+        for entry in entries:
+            keyed.setdefault(entry.records.name_key, []).append(entry)
+        return cls(first, {key: tuple(found) for key, found in keyed.items()},
+                   tuple(entry for entry in entries if entry.links), reverse)
+
+
+@dataclass(frozen=True, slots=True)
 class View:
-    """The networks a client sees, in Docker's endpoint order. `key` names the view for caches."""
+    """The networks a client sees, in Docker's endpoint order. `key` names the view for caches;
+    `index` is set for views of more than SMALL_VIEW networks (make_view)."""
 
     key: str
     entries: tuple[ViewEntry, ...]
     may_forward: bool = True
     ndots_set: bool = False
+    index: ViewIndex | None = None
+
+
+def make_view(key: str, entries: tuple[ViewEntry, ...], may_forward: bool = True,
+              ndots_set: bool = False) -> View:
+    """A view, indexed when it is large."""
+    index = ViewIndex.build(entries) if len(entries) > SMALL_VIEW else None
+    return View(key, entries, may_forward, ndots_set, index)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkOrder:
+    """The user-defined networks in Docker's endpoint order, and their subnets by (version,
+    prefix length) -> network address as an int -> positions in that order."""
+
+    networks: tuple[NetworkInfo, ...] = ()
+    subnets: Mapping[tuple[int, int], Mapping[int, tuple[int, ...]]] = field(
+        default_factory=dict)
+
+    @classmethod
+    def build(cls, networks: Iterable[NetworkInfo]) -> NetworkOrder:
+        ordered = tuple(sorted_networks(n for n in networks if n.user_defined))
+        subnets: dict[tuple[int, int], dict[int, tuple[int, ...]]] = {}
+        for position, network in enumerate(ordered):
+            for subnet in network.subnets:
+                by_address = subnets.setdefault((subnet.version, subnet.prefixlen), {})
+                key = int(subnet.network_address)
+                by_address[key] = (*by_address.get(key, ()), position)
+        return cls(ordered, subnets)
+
+    def holding(self, source: IPAddress) -> list[NetworkInfo]:
+        """The networks with a subnet holding `source`, in endpoint order."""
+        positions: list[int] = []
+        bits, value = source.max_prefixlen, int(source)
+        for (version, prefix), by_address in self.subnets.items():
+            if version == source.version:
+                mask = (1 << bits) - (1 << (bits - prefix))
+                positions += by_address.get(value & mask, ())
+        return [self.networks[position] for position in sorted(positions)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +178,7 @@ class TableSnapshot:
     records: Mapping[str, NetworkRecords] = field(default_factory=dict)
     clients: Mapping[IPAddress, str] = field(default_factory=dict)  # address -> container id
     host_view: HostViewPolicy = field(default_factory=HostViewPolicy)
+    order: NetworkOrder = field(default_factory=NetworkOrder)  # of `networks`
 
 
 def view_for(snapshot: TableSnapshot, source: IPAddress) -> View | None:
@@ -110,17 +189,15 @@ def view_for(snapshot: TableSnapshot, source: IPAddress) -> View | None:
     container_id = snapshot.clients.get(source)
     if container_id is not None:
         return container_view(snapshot, container_id)
-    for network in sorted_networks(snapshot.networks.values()):
+    for network in snapshot.order.holding(source):
         records = snapshot.records.get(network.id)
-        if network.user_defined and records is not None and any(
-                source in subnet for subnet in network.subnets):
-            return View(f"n:{network.id}", (ViewEntry(records),),
+        if records is not None:
+            return View(f"n:{network.id}", (ViewEntry(records, NO_LINKS),),
                         may_forward=not network.internal)
     if snapshot.host_view.admits(source):
-        entries = tuple(ViewEntry(snapshot.records[n.id])
-                        for n in sorted_networks(snapshot.networks.values())
-                        if n.user_defined and n.id in snapshot.records)
-        return View("h", entries, may_forward=True)
+        entries = tuple(ViewEntry(snapshot.records[n.id], NO_LINKS)
+                        for n in snapshot.order.networks if n.id in snapshot.records)
+        return make_view("h", entries, may_forward=True)
     return None
 
 
@@ -142,8 +219,8 @@ def container_view(snapshot: TableSnapshot, container_id: str) -> View | None:
             links = {link.alias.lower(): link.target.lower() for link in endpoint.links}
             entries.append((network, ViewEntry(records, links)))
     entries.sort(key=lambda pair: endpoint_order(pair[0]))
-    return View(f"c:{container.id}", tuple(entry for _, entry in entries), may_forward,
-                container.ndots_set)
+    return make_view(f"c:{container.id}", tuple(entry for _, entry in entries), may_forward,
+                     container.ndots_set)
 
 
 def endpoint_order(network: NetworkInfo) -> tuple[bool, int, str]:
@@ -194,22 +271,50 @@ class NameMatch(NamedTuple):
 def find_name(view: View, name: str) -> NameMatch | None:
     """Docker's lookup (docs/names.md): each split of `name`, link aliases before names, the
     first network of `view` holding it wins."""
+    index = view.index
     for request, network_key in candidate_splits(name):
-        for alias_pass in (True, False):
-            for entry in view.entries:
-                if network_key is not None and network_key != entry.records.name_key:
-                    continue
-                target = entry.links.get(request)
-                if alias_pass:
-                    if target is None:
-                        continue
-                elif target is not None:
-                    continue  # a link alias on this endpoint shadows the real name
-                else:
-                    target = request
-                if entry.records.holders.get(target):
-                    return NameMatch(entry, request, network_key, alias_pass, target)
+        if index is None:
+            found = (_walk(view.entries, request, network_key, True)
+                     or _walk(view.entries, request, network_key, False))
+        else:
+            found = _find_indexed(view.entries, index, request, network_key)
+        if found is not None:
+            return found
     return None
+
+
+def _walk(entries: Iterable[ViewEntry], request: str, network_key: str | None,
+          alias_pass: bool) -> NameMatch | None:
+    """One pass of Docker's lookup over `entries` in order: link aliases, or names."""
+    for entry in entries:
+        if network_key is not None and network_key != entry.records.name_key:
+            continue
+        target = entry.links.get(request)
+        if alias_pass:
+            if target is None:
+                continue
+        elif target is not None:
+            continue  # a link alias on this endpoint shadows the real name
+        else:
+            target = request
+        if entry.records.holders.get(target):
+            return NameMatch(entry, request, network_key, alias_pass, target)
+    return None
+
+
+def _find_indexed(entries: tuple[ViewEntry, ...], index: ViewIndex, request: str,
+                  network_key: str | None) -> NameMatch | None:
+    """The walk's answer from the index: only entries with link aliases can match the alias
+    pass; in the name pass no entry before the first holder can match."""
+    found = _walk(index.linked, request, network_key, True)
+    if found is not None:
+        return found
+    if network_key is not None:
+        return _walk(index.keyed.get(network_key, ()), request, network_key, False)
+    first = index.first.get(request)
+    if first is None:
+        return None
+    return _walk(islice(entries, first, None), request, None, False)
 
 
 def resolve_name_in(view: View, name: str) -> tuple[NetworkRecords, tuple[Holder, ...]] | None:
@@ -223,6 +328,8 @@ def resolve_name_in(view: View, name: str) -> tuple[NetworkRecords, tuple[Holder
 
 def resolve_address(view: View, address: IPAddress) -> str | None:
     """PTR target for `address` from the first network of `view` that knows it."""
+    if view.index is not None:
+        return view.index.reverse.get(address)
     for entry in view.entries:
         target = entry.records.reverse.get(address)
         if target is not None:

@@ -28,6 +28,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from resolver import views
 from resolver.model import LinkAlias, ServicePort
 from tests.docker_json import publish
 from tests.isolation_checks import TOTALS, compare_everything
@@ -345,3 +346,12 @@ def test_fresh_table_does_not_depend_on_listing_order(engine: Engine, seeds: lis
         with closing(SteppedWatcher(docker)) as scopedns:
             compare_everything(scopedns.table, model, engine)
         TOTALS["fresh_tables"] += 1
+
+
+def test_indexed_views_answer_every_client_as_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same histories with every view indexed (resolver.views.ViewIndex, which only views
+    of more than SMALL_VIEW networks get in production): the index answers as the walk does."""
+    monkeypatch.setattr(views, "SMALL_VIEW", 0)
+    run_state_machine_as_test(History, settings=settings(
+        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
