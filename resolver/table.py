@@ -9,6 +9,7 @@
 # gets is a pure function of the snapshot (resolver/views.py).
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -47,7 +48,7 @@ class NameTable:
         self._order_stale = False
         # address -> the containers holding it, latest claim last (a reused address may be
         # held twice for a moment, until the old holder's stop is applied).
-        self._claims: dict[IPAddress, list[str]] = {}
+        self._claims: dict[IPAddress, tuple[str, ...]] = {}
         self._clients: dict[IPAddress, str] = {}  # address -> its latest claim
         self._listeners: list[Callable[[], None]] = []
         self._synced = False
@@ -171,7 +172,7 @@ class NameTable:
 
     def _registration_keys(self, container: ContainerInfo) -> list[RegistrationKey]:
         return [
-            (container.id, ep.network_id, name.lower())
+            (container.id, ep.network_id, _key(name))
             for ep in container.endpoints
             for name in container.dns_names(ep)
         ]
@@ -192,10 +193,9 @@ class NameTable:
             for ep in old.endpoints:
                 self._members.get(ep.network_id, {}).pop(old.id, None)
             for address in old_addresses - new_addresses:
-                claims = self._claims.get(address, [])
-                if old.id in claims:
-                    claims.remove(old.id)
+                claims = tuple(c for c in self._claims.get(address, ()) if c != old.id)
                 if claims:
+                    self._claims[address] = claims
                     self._clients[address] = claims[-1]
                 else:
                     self._claims.pop(address, None)
@@ -204,7 +204,7 @@ class NameTable:
             for ep in new.endpoints:
                 self._members.setdefault(ep.network_id, {})[new.id] = ep
             for address in new_addresses - old_addresses:
-                self._claims.setdefault(address, []).append(new.id)
+                self._claims[address] = (*self._claims.get(address, ()), new.id)
                 self._clients[address] = new.id
 
     def _rebuild(self, network_ids: Iterable[str]) -> None:
@@ -220,11 +220,12 @@ class NameTable:
         holders: dict[str, list[tuple[int, Holder]]] = {}
         for cid, ep in self._members.get(network.id, {}).items():
             container = self._containers[cid]
+            # One Holder per endpoint, whatever the number of its names.
+            holder = Holder(cid, container.name, ep.ipv4, ep.ipv6, container.ready,
+                            container.services)
             for name in container.dns_names(ep):
-                key = name.lower()
+                key = _key(name)
                 seq = self._registered.get((cid, network.id, key), 0)
-                holder = Holder(cid, container.name, ep.ipv4, ep.ipv6, container.ready,
-                                container.services)
                 holders.setdefault(key, []).append((seq, holder))
         return NetworkRecords.build(network, holders)
 
@@ -244,6 +245,12 @@ class NameTable:
         )
         for listener in self._listeners:
             listener()
+
+
+def _key(name: str) -> str:
+    """A name as the table keys it: lower-cased, and one string object per distinct name (the
+    registration keys and every network's index share it; docs/performance.md)."""
+    return sys.intern(name.lower())
 
 
 def _addresses(container: ContainerInfo) -> set[IPAddress]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,7 +52,7 @@ def network_from_inspect(data: Any) -> NetworkInfo | None:
     if not isinstance(data, Mapping):
         log.debug("network: not an object: %r", data)
         return None
-    network_id, name = _str(data, "Id"), _str(data, "Name")
+    network_id, name = sys.intern(_str(data, "Id")), _str(data, "Name")
     if not network_id or not name:
         log.debug("network: no Id or Name, skipped: %r", data)
         return None
@@ -130,7 +131,8 @@ def _endpoint(container: str, network: str, data: Any) -> EndpointInfo | None:
         log.debug("container %s: endpoint on %s has no NetworkID, skipped", container, network)
         return None
     return EndpointInfo(
-        network_id=_str(data, "NetworkID"),
+        # One string per network, not one per endpoint (docs/performance.md).
+        network_id=sys.intern(_str(data, "NetworkID")),
         ipv4=_address(container, data.get("IPAddress"), IPv4Address),
         ipv6=_address(container, data.get("GlobalIPv6Address"), IPv6Address),
         aliases=_aliases(data.get("Aliases"), data.get("DNSNames")),
