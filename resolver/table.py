@@ -9,7 +9,6 @@
 # gets is a pure function of the snapshot (resolver/views.py).
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -248,9 +247,11 @@ class NameTable:
 
 
 def _key(name: str) -> str:
-    """A name as the table keys it: lower-cased, and one string object per distinct name (the
-    registration keys and every network's index share it; docs/performance.md)."""
-    return sys.intern(name.lower())
+    """A name as the table keys it, lower-cased: the record's own string when it is lower-case
+    already (most are), so the registration keys and the network indexes hold no copies of it
+    (docs/performance.md)."""
+    lowered = name.lower()
+    return name if lowered == name else lowered
 
 
 def _addresses(container: ContainerInfo) -> set[IPAddress]:

@@ -54,10 +54,14 @@ class NetworkRecords:
         cls, network: NetworkInfo, holders: Mapping[str, list[tuple[int, Holder]]]
     ) -> NetworkRecords:
         ordered: dict[str, tuple[Holder, ...]] = {}
+        # Names with the same holders share one tuple (a container's name, ID, aliases and
+        # hostname usually do): less memory at scale (docs/performance.md).
+        shared: dict[tuple[int, ...], tuple[Holder, ...]] = {}
         primaries: list[tuple[int, str, Holder]] = []
         for name, entries in holders.items():
             entries.sort(key=lambda pair: (pair[0], pair[1].container_id))
-            ordered[name] = tuple(holder for _, holder in entries)
+            found = tuple(holder for _, holder in entries)
+            ordered[name] = shared.setdefault(tuple(map(id, found)), found)
             primaries.extend(
                 (seq, h.container_id, h) for seq, h in entries if h.primary_name.lower() == name
             )
