@@ -34,6 +34,7 @@ from tests.fake_engine import FakeEngine
 from watchers.snapshot import (
     SnapshotError,
     load_snapshot,
+    parse_snapshot,
     snapshot_document,
     take_snapshot,
     write_snapshot,
@@ -143,6 +144,17 @@ async def test_snapshot_of_an_engine_answers_like_the_live_watcher(
     live = await start_watcher(engine.url)
     write_snapshot(await take_snapshot(engine.url), str(tmp_path / "s.json"))
     assert_same_answers(live, table_of(tmp_path / "s.json"))
+
+
+def test_a_file_and_a_document_give_the_same_state_and_the_document_is_left_alone(
+        tmp_path: Path) -> None:
+    """load_snapshot drops each entry's JSON once translated (docs/performance.md), which
+    must not change the state; parse_snapshot leaves its caller's document as it was."""
+    document = snapshot_document(NETWORKS, CONTAINERS)
+    write_snapshot(document, str(tmp_path / "s.json"))
+    before = json.dumps(document)
+    assert parse_snapshot(document, "test") == load_snapshot(tmp_path / "s.json")
+    assert json.dumps(document) == before
 
 
 def test_recorded_containers_resolve_from_a_snapshot(tmp_path: Path) -> None:
