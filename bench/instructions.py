@@ -1,11 +1,12 @@
-# Instructions per query, a figure a busy machine cannot blur: a server command is run under
-# valgrind's callgrind twice, each time asked a fixed sequence of UDP queries one at a time (one
-# in flight, so every batch and cache fill is the same), once N queries and once 3N after the
-# same warm-up pass over the query file; (I(3N) - I(N)) / 2N is what one more query costs, with
-# start-up, loading and shutdown cancelled out. Python's hash seed is fixed (PYTHONHASHSEED=0).
-# The two profiles also say where the difference goes: instructions per query spent in each C
-# function (self cost), and the garbage collector's share (gc_collect_main: calls and inclusive
-# instructions). Method and figures: docs/performance.md.
+# Instructions per query, a figure a busy machine cannot blur: a server command runs under
+# valgrind's callgrind (Python's hash seed fixed, PYTHONHASHSEED=0) and is asked a fixed
+# sequence of UDP queries one at a time (one in flight, and a short pause after each reply, so
+# every query gets a wake-up of its own and every cache fill is the same). callgrind_control
+# cuts the profile into parts: start-up, loading and the warm-up; N queries; 2N queries; the
+# shutdown. Instructions per query = the 2N part / 2N (the N part / N must agree). The parts
+# also say where it goes: instructions per query in each C function (self cost), and the
+# garbage collector's share (gc_collect_main: calls and inclusive instructions). Method and
+# figures: docs/performance.md.
 #
 #   python -m bench.instructions --server 'CMD ... {port} ...' [--server ...] [--cwd DIR ...]
 #       --queries FILE [--source 127.0.0.1] [--edns] [-n 2000] [--top 12] [--json]
@@ -15,7 +16,8 @@
 # with the first (A/B of two trees: the same command with --cwd of each tree). The query file is
 # dnsperf's format, "name TYPE" per line; --manifest takes a bench.synth manifest's profile
 # instead (its names, from its first client). Readiness: the UDP port is bound, then the first
-# query is asked until the reply is not SERVFAIL (scopedns says SERVFAIL until synced).
+# query is asked until the reply is not SERVFAIL (scopedns says SERVFAIL until synced); those
+# probes fall in the start-up part, whatever their number.
 from __future__ import annotations
 
 import argparse
@@ -43,23 +45,27 @@ GC_FUNCTION = "gc_collect_main"  # CPython's one collection routine (Modules/gcm
 READY_SECONDS = 900.0  # a 10,000-container snapshot loads in ~2 minutes under callgrind
 REPLY_SECONDS = 60.0  # one reply, under callgrind
 STOP_SECONDS = 300.0  # SIGTERM to exit, callgrind's dump included
+DUMP_SECONDS = 300.0  # callgrind_control --dump, through vgdb
 PROBE_EVERY = 0.5
 # A pause after each reply, so that the server is back in its poll before the next query
-# arrives: every query then takes one whole loop iteration (without it, whether a query is
-# read in the same iteration as the previous one depends on timing: ~5 % noise).
+# arrives: every query then takes a wake-up of its own (without it, whether a query is read in
+# the same wake-up as the previous one depends on timing: ~5 % noise).
 GAP_SECONDS = 0.003
 
 
 @dataclass(frozen=True)
 class Run:
-    """One server process under callgrind, asked `asked` queries after `warm` others (the
-    readiness probes and one pass over the query file)."""
+    """One server process under callgrind, its profile cut into parts: start-up (loading, the
+    readiness probes, the warm-up), N queries, 2N queries, shutdown."""
 
-    asked: int
-    warm: int
-    answered: int
+    asked: int  # N
+    answered: int  # of the 3N
     probes: int
-    profile: callgrind.Profile
+    parts: tuple[callgrind.Profile, ...]
+
+    @property
+    def queries(self) -> tuple[callgrind.Profile, callgrind.Profile]:
+        return self.parts[1], self.parts[2]
 
 
 def query_wires(lines: list[str], edns: bool) -> list[bytes]:
@@ -147,9 +153,19 @@ class Plan:
     gap: float = GAP_SECONDS
 
 
+def dump(pid: int) -> None:
+    """End the profile's current part (callgrind_control --dump): the next starts at zero."""
+    done = subprocess.run(["callgrind_control", "--dump", str(pid)], capture_output=True,
+                          text=True, timeout=DUMP_SECONDS, check=False)
+    if done.returncode != 0 or "OK" not in done.stdout:
+        raise RuntimeError(f"callgrind_control --dump {pid} failed: "
+                           f"{(done.stdout + done.stderr).strip()[-200:]}")
+
+
 def run_once(command: str, cwd: Path, plan: Plan, asked: int, out: Path,
              env: dict[str, str]) -> Run:
-    """Start the server under callgrind, warm it up, ask `asked` more queries, stop it."""
+    """Start the server under callgrind, warm it up, ask N then 2N queries with a dump after
+    each phase, stop it."""
     port = free_port()
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
             f"--cache-sim={'yes' if plan.cache_sim else 'no'}",
@@ -162,63 +178,62 @@ def run_once(command: str, cwd: Path, plan: Plan, asked: int, out: Path,
             sock.bind((plan.source, 0))
             sock.connect(("127.0.0.1", port))
             probes = wait_ready(sock, port, plan.wires[0], process)
-            ready = time.monotonic()
             ask_serially(sock, plan.wires, 0, plan.warm, plan.gap)
+            dump(process.pid)
             answered = ask_serially(sock, plan.wires, plan.warm, asked, plan.gap)
-            asking = time.monotonic() - ready
+            dump(process.pid)
+            answered += ask_serially(sock, plan.wires, plan.warm + asked, 2 * asked, plan.gap)
+            dump(process.pid)
         process.send_signal(signal.SIGTERM)
         process.wait(STOP_SECONDS)
-        print(f"  ready after {probes} probes; queries took {asking:.1f} s", file=sys.stderr)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    if not out.exists():
-        raise RuntimeError(f"callgrind wrote no {out} (see {out.with_suffix('.log')})")
-    return Run(asked, probes + plan.warm, answered, probes, callgrind.read(str(out)))
+    files = [Path(f"{out}.{part}") for part in (1, 2, 3)] + [out]
+    missing = [str(path) for path in files if not path.exists()]
+    if missing:
+        raise RuntimeError(f"callgrind wrote no {', '.join(missing)} "
+                           f"(see {out.with_suffix('.log')})")
+    return Run(asked, answered, probes, tuple(callgrind.read(str(path)) for path in files))
 
 
-def per_query(short: Run, long: Run, top: int) -> dict[str, Any]:
-    """What one more query costs, from a run of N and one of 3N queries."""
-    extra = long.asked - short.asked
-    total = (long.profile.total - short.profile.total) / extra
-    gc_short, gc_long = short.profile.function(GC_FUNCTION), long.profile.function(GC_FUNCTION)
-    gc_calls = gc_long.calls - gc_short.calls
-    gc_instructions = gc_long.inclusive - gc_short.inclusive
-    deltas = {name: (cost.self_cost - short.profile.function(name).self_cost) / extra
-              for name, cost in long.profile.functions.items()}
-    ranked = sorted(deltas.items(), key=lambda item: -abs(item[1]))[:top]
-    events = {name: (long.profile.event(name) - short.profile.event(name)) / extra
-              for name in long.profile.events}
+def per_query(run: Run, top: int) -> dict[str, Any]:
+    """What one query costs: the 2N part over 2N, checked against the N part over N."""
+    first, second = run.queries
+    count = 2 * run.asked
+    gc = second.function(GC_FUNCTION)
+    functions = {name: cost.self_cost / count for name, cost in second.functions.items()
+                 if cost.self_cost >= count}
+    ranked = sorted(functions.items(), key=lambda item: -item[1])[:top]
     return {
-        "instructions_per_query": total,
-        "events_per_query": events,  # with --cache-sim: D1mr, DLmr (last-level misses), ...
-        # start-up, loading and shutdown: the rest of the short run
-        "fixed_instructions": short.profile.total - total * (short.asked + short.warm),
-        "gc_instructions_per_query": gc_instructions / extra,
-        "gc_collections_per_1000_queries": gc_calls * 1000 / extra,
-        "gc_instructions_per_collection": gc_instructions / gc_calls if gc_calls else None,
-        "lost": (short.asked - short.answered) + (long.asked - long.answered),
-        "probes": [short.probes, long.probes],
-        "totals": [short.profile.total, long.profile.total],
+        "instructions_per_query": second.total / count,
+        "first_part_per_query": first.total / run.asked,  # the check: should agree
+        "events_per_query": {name: value / count for name, value in second.events.items()},
+        "startup_instructions": run.parts[0].total,  # loading, probes and warm-up included
+        "shutdown_instructions": run.parts[3].total,
+        "gc_instructions_per_query": gc.inclusive / count,
+        "gc_collections_per_1000_queries": gc.calls * 1000 / count,
+        "gc_instructions_per_collection": gc.inclusive / gc.calls if gc.calls else None,
+        "lost": 3 * run.asked - run.answered,
+        "probes": run.probes,
         "top_self_per_query": [{"function": name, "instructions": round(value, 1)}
                                for name, value in ranked],
+        "functions_per_query": functions,  # at least one instruction per query
     }
 
 
 def measure(command: str, cwd: Path, plan: Plan, count: int, workdir: Path, label: str,
             env: dict[str, str], top: int) -> dict[str, Any]:
-    runs = []
-    for asked in (count, 3 * count):
-        out = workdir / f"callgrind-{label}-{asked}.out"
-        print(f"{label}: {asked} queries under callgrind ...", file=sys.stderr, flush=True)
-        began = time.monotonic()
-        run = run_once(command, cwd, plan, asked, out, env)
-        print(f"{label}: {asked} queries: {run.profile.total:,} instructions "
-              f"({time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
-        runs.append(run)
+    out = workdir / f"callgrind-{label}.out"
+    print(f"{label}: start-up, warm-up, {count} + {2 * count} queries under callgrind ...",
+          file=sys.stderr, flush=True)
+    began = time.monotonic()
+    run = run_once(command, cwd, plan, count, out, env)
+    print(f"{label}: done in {time.monotonic() - began:.0f} s, {run.probes} probes",
+          file=sys.stderr, flush=True)
     return {"label": label, "command": command, "cwd": str(cwd), "queries": count,
-            **per_query(runs[0], runs[1], top)}
+            **per_query(run, top)}
 
 
 def manifest_queries(path: Path, profile: str) -> tuple[list[str], str]:
@@ -227,23 +242,34 @@ def manifest_queries(path: Path, profile: str) -> tuple[list[str], str]:
     return [f"{name} {found['qtype']}" for name in found["names"]], found["clients"][0]
 
 
-def report(rows: list[dict[str, Any]]) -> None:
-    base = rows[0]["instructions_per_query"]
+def report(rows: list[dict[str, Any]], top: int) -> None:
+    base = rows[0]
     for row in rows:
-        ratio = row["instructions_per_query"] / base if base else 0.0
+        ratio = row["instructions_per_query"] / base["instructions_per_query"]
         per_collection = row["gc_instructions_per_collection"]
         print(f"{row['label']}: {row['instructions_per_query']:,.0f} instructions/query "
-              f"(x{ratio:.3f} of {rows[0]['label']}); garbage collector "
-              f"{row['gc_instructions_per_query']:,.0f}/query, "
+              f"(x{ratio:.3f} of {base['label']}; N part {row['first_part_per_query']:,.0f}); "
+              f"garbage collector {row['gc_instructions_per_query']:,.0f}/query, "
               f"{row['gc_collections_per_1000_queries']:.2f} collections per 1000 queries"
               + (f" of {per_collection:,.0f} each" if per_collection else "")
-              + f"; start-up+load+shutdown {row['fixed_instructions']:,.0f}; "
-              f"lost {row['lost']}")
+              + f"; start-up {row['startup_instructions']:,.0f}; lost {row['lost']}")
         misses = {k: v for k, v in row["events_per_query"].items() if k != "Ir"}
         if misses:
             print("    per query: " + ", ".join(f"{k} {v:,.1f}" for k, v in misses.items()))
-        for item in row["top_self_per_query"]:
-            print(f"    {item['instructions']:>12,.1f}  {item['function']}")
+        listed = row["top_self_per_query"] if row is base else changes(base, row, top)
+        print("    " + ("most instructions per query:" if row is base
+                        else f"largest changes from {base['label']}:"))
+        for item in listed:
+            print(f"    {item['instructions']:>+12,.1f}  {item['function']}" if row is not base
+                  else f"    {item['instructions']:>12,.1f}  {item['function']}")
+
+
+def changes(base: dict[str, Any], row: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    """The functions whose instructions per query differ most from the base row's."""
+    old, new = base["functions_per_query"], row["functions_per_query"]
+    deltas = {name: new.get(name, 0.0) - old.get(name, 0.0) for name in old.keys() | new.keys()}
+    ranked = sorted(deltas.items(), key=lambda item: -abs(item[1]))[:top]
+    return [{"function": name, "instructions": round(value, 1)} for name, value in ranked]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -265,7 +291,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " 0 and a file longer than --warm + 3N: every measured query is new)")
     add("--gap", type=float, default=GAP_SECONDS,
         help=f"seconds between a reply and the next query (default {GAP_SECONDS})")
-    add("-n", "--count", type=int, default=2000, help="N: runs of N and 3N queries")
+    add("-n", "--count", type=int, default=2000, help="N: parts of N and 2N queries")
     add("--cache-sim", action="store_true",
         help="callgrind's cache simulation: misses per query too (D1mr, DLmr, ...)")
     add("--top", type=int, default=12, help="functions listed by self cost per query")
@@ -315,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        report(rows)
+        report(rows, args.top)
     return 0
 
 

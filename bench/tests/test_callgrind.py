@@ -1,6 +1,6 @@
 # bench/callgrind.py: totals per event, self cost per function with callgrind's name compression
 # and recursion levels folded together, inclusive cost and call counts from call arcs; and
-# bench/instructions.py's arithmetic: (I(3N) - I(N)) / 2N, the collector's share per query.
+# bench/instructions.py's arithmetic: the 2N part over 2N, the collector's share per query.
 from __future__ import annotations
 
 import dns.message
@@ -49,22 +49,25 @@ def test_totals_self_costs_and_call_arcs() -> None:
     assert profile.function("absent").calls == 0
 
 
-def test_instructions_per_query_cancel_start_up_and_count_the_collector() -> None:
-    def profile(total: int, gc_cost: int, gc_calls: int) -> callgrind.Profile:
-        return callgrind.Profile(total, {"gc_collect_main": callgrind.FunctionCost(
-            gc_cost, gc_cost, gc_calls)}, {"Ir": total})
+def test_instructions_per_query_from_the_parts_and_the_collectors_share() -> None:
+    def profile(total: int, gc_cost: int = 0, gc_calls: int = 0) -> callgrind.Profile:
+        return callgrind.Profile(total, {
+            "gc_collect_main": callgrind.FunctionCost(gc_cost, gc_cost, gc_calls),
+            "rare": callgrind.FunctionCost(100, 100, 1)}, {"Ir": total})
 
-    short = Run(asked=100, warm=10, answered=100, probes=1,
-                profile=profile(1_000_000 + 110 * 500, 2_000, 1))
-    long = Run(asked=300, warm=10, answered=299, probes=1,
-               profile=profile(1_000_000 + 310 * 500, 6_000, 3))
-    row = per_query(short, long, top=1)
+    run = Run(asked=100, answered=299, probes=3, parts=(
+        profile(9_000_000), profile(100 * 501, 2_000, 1), profile(200 * 500, 4_000, 2),
+        profile(1_000)))
+    row = per_query(run, top=1)
     assert row["instructions_per_query"] == 500
-    assert row["fixed_instructions"] == 1_000_000
+    assert row["first_part_per_query"] == 501
+    assert row["startup_instructions"] == 9_000_000
     assert row["gc_instructions_per_query"] == 20
     assert row["gc_collections_per_1000_queries"] == 10
     assert row["gc_instructions_per_collection"] == 2_000
     assert row["lost"] == 1
+    assert row["top_self_per_query"] == [{"function": "gc_collect_main", "instructions": 20.0}]
+    assert "rare" not in row["functions_per_query"]  # under one instruction per query
 
 
 def test_query_file_lines_become_queries() -> None:
