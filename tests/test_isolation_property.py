@@ -158,10 +158,15 @@ class History(RuleBasedStateMachine):
         self.world.step_done()
 
     @precondition(lambda self: self.engine.running())
-    @rule(pick=pick_st, new_address=st.booleans())
-    def restart(self, pick: int, new_address: bool) -> None:
-        """`docker restart`: stop, then start (the address may change)."""
+    @rule(pick=pick_st, new_address=st.booleans(), late=st.booleans())
+    def restart(self, pick: int, new_address: bool, late: bool) -> None:
+        """`docker restart`: stop, then start (the address may change). With `late`, its `die`
+        comes again after the start, stamped before it: stale, it must not remove the
+        container (docs/failures.md)."""
         self.engine.restart(pick_one(self.engine.running(), pick), new_address)
+        if late:
+            self.engine.late(next(i for i in range(len(self.engine.log) - 1, -1, -1)
+                                  if self.engine.log[i].action == "die"))
         self.world.step_done()
 
     @precondition(lambda self: any(c.health for c in self.engine.running()))
