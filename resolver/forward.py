@@ -7,9 +7,9 @@
 # (resolver/cache.py, docs/forwarding-cache.md). The only module that opens client sockets.
 from __future__ import annotations
 
+import _socket
 import asyncio
 import logging
-import secrets
 import socket
 import struct
 import time
@@ -22,6 +22,7 @@ from dns.rcode import REFUSED, SERVFAIL
 
 from resolver.cache import AnswerCache
 from resolver.health import UpstreamHealth
+from resolver.reply_poll import RandomIds, ReplyPoller
 from resolver.stats import UpstreamStats
 from resolver.upstream_reply import fit_udp, matches
 from resolver.wire import Query
@@ -89,6 +90,10 @@ class Forwarder:
         self.health = health or UpstreamHealth([str(u) for u in self.upstreams])
         self._probes: set[asyncio.Task[None]] = set()
         self._pending: set[UdpForward] = set()
+        # Made by the first UDP forward, on the loop: its sockets' epoll, and the try IDs.
+        self._poller: ReplyPoller | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ids = RandomIds()
         # Per upstream tries, outcomes and latency, read by /metrics (docs/operations.md).
         self.stats: defaultdict[Upstream, UpstreamStats] = defaultdict(UpstreamStats)
         for upstream in (*self.upstreams, *(self.tcp_upstreams or ())):
@@ -104,7 +109,10 @@ class Forwarder:
         """Forward over UDP with callbacks, no task per query (plain sockets only): `deliver`
         is called once with the reply for the client, or None when every try failed."""
         self._admit()
-        exchange = UdpForward(self, query, data, deliver)
+        if self._poller is None:
+            self.loop = asyncio.get_running_loop()
+            self._poller = ReplyPoller(self.loop)
+        exchange = UdpForward(self, self._poller, query, data, deliver)
         self._pending.add(exchange)
         exchange.start()
 
@@ -143,6 +151,8 @@ class Forwarder:
             probe.cancel()
         for exchange in list(self._pending):
             exchange.cancel()
+        if self._poller is not None:
+            self._poller.close()
 
     async def _try_each(self, query: Query, data: bytes, tcp: bool) -> bytes | None:
         deadline = time.monotonic() + self.budget
@@ -210,7 +220,7 @@ class Forwarder:
                        timeout: float) -> bytes | None:
         """One exchange under a fresh random ID: the matching reply, or None (timeout, a dead
         port, a closed connection)."""
-        upstream_id = secrets.randbelow(65536)
+        upstream_id = self.ids.next()
         outgoing = struct.pack("!H", upstream_id) + data[2:]
         exchange = _exchange_tcp if tcp else _exchange_udp
         stats = self.stats[upstream]
@@ -227,34 +237,40 @@ class Forwarder:
             return None
 
 
-class UdpForward:
-    """One query forwarded over UDP as callbacks on the loop (a reader and a timer per try,
-    no task, no future): the same tries, checks and budget as Forwarder._try_each."""
+_DGRAM_NONBLOCK = socket.SOCK_DGRAM | socket.SOCK_NONBLOCK  # no ioctl(FIONBIO) per try
 
-    __slots__ = ("_deadline", "_deliver", "_forwarder", "_index", "_loop", "_order",
+
+class UdpForward:
+    """One query forwarded over UDP as callbacks on the loop (a socket in the forwarder's
+    ReplyPoller and a timer per try, no task, no future): the same tries, checks and budget
+    as Forwarder._try_each."""
+
+    __slots__ = ("_deadline", "_deliver", "_fd", "_forwarder", "_index", "_order", "_poller",
                  "_sent_at", "_sock", "_timer", "_upstream_id", "data", "query")
 
-    def __init__(self, forwarder: Forwarder, query: Query, data: bytes,
+    def __init__(self, forwarder: Forwarder, poller: ReplyPoller, query: Query, data: bytes,
                  deliver: Callable[[bytes | None], None]) -> None:
         self._forwarder = forwarder
+        self._poller = poller
         self.query, self.data = query, data
         self._deliver = deliver
-        self._loop = asyncio.get_running_loop()
         self._deadline = time.monotonic() + forwarder.budget
         self._order: list[int] = []
         self._index = -1
-        self._sock: socket.socket | None = None
+        # The C socket, not socket.socket: its Python-level __init__ and close cost a try more.
+        self._sock: _socket.socket | None = None
+        self._fd = -1
         self._timer: asyncio.TimerHandle | None = None
         self._upstream_id = 0
         self._sent_at = 0.0
 
     def start(self) -> None:
-        self._guarded(self._begin)
-
-    def _begin(self) -> None:
-        self._order = self._forwarder.plan(self.query, self.data, False)
-        self._order.reverse()  # popped from the end
-        self._try_next()
+        try:
+            self._order = self._forwarder.plan(self.query, self.data, False)
+            self._order.reverse()  # popped from the end
+            self._try_next()
+        except Exception:
+            self._failed()
 
     def _try_next(self) -> None:
         while self._order:
@@ -267,42 +283,40 @@ class UdpForward:
         self._finish(None)
 
     def _send(self, timeout: float) -> bool:
-        upstream = self._forwarder.upstreams[self._index]
-        self._upstream_id = secrets.randbelow(65536)
+        forwarder = self._forwarder
+        upstream = forwarder.upstreams[self._index]
+        self._upstream_id = upstream_id = forwarder.ids.next()
         family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
-        sock: socket.socket | None = None
+        sock: _socket.socket | None = None
         try:  # a fresh socket, so a fresh ephemeral port; connected: others' datagrams dropped
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            sock.connect((upstream.host, upstream.port))
-            sock.send(struct.pack("!H", self._upstream_id) + self.data[2:])
+            sock = _socket.socket(family, _DGRAM_NONBLOCK)
+            sock.connect(upstream)
+            sock.send(upstream_id.to_bytes(2, "big") + self.data[2:])
         except OSError as error:  # no socket left, no route, or the port is known closed
             if sock is not None:
                 sock.close()
             self._log_failure(error)
             return False
-        self._sock = sock
-        self._loop.add_reader(sock.fileno(), self._readable)
-        self._timer = self._loop.call_later(timeout, self._timed_out)
+        self._sock, self._fd = sock, sock.fileno()
+        self._poller.watch(self._fd, self._readable)
+        loop = forwarder.loop
+        assert loop is not None
+        self._timer = loop.call_later(timeout, self._timed_out)
         self._sent_at = time.monotonic()
         return True
 
-    def _readable(self) -> None:
-        self._guarded(self._read)
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        self._guarded(self._after_timeout)
-
-    def _guarded(self, action: Callable[[], None]) -> None:
+    def _failed(self) -> None:
         """Never silence: an unexpected error ends the forward with SERVFAIL and a log line."""
+        log.exception("forwarding %s failed unexpectedly", self.query.qname)
+        self._order.clear()
+        self._end_try()
+        self._finish(None)
+
+    def _readable(self) -> None:
         try:
-            action()
+            self._read()
         except Exception:
-            log.exception("forwarding %s failed unexpectedly", self.query.qname)
-            self._order.clear()
-            self._end_try()
-            self._finish(None)
+            self._failed()
 
     def _read(self) -> None:
         sock = self._sock
@@ -316,23 +330,27 @@ class UdpForward:
                 self._log_failure(error)
                 self._try_next()
                 return
-            stats = self._forwarder.stats[self._forwarder.upstreams[self._index]]
+            forwarder = self._forwarder
             if matches(reply, self.query, self._upstream_id):
-                stats.latency.observe(time.monotonic() - self._sent_at)
+                forwarder.stats[forwarder.upstreams[self._index]].latency.observe(
+                    time.monotonic() - self._sent_at)
                 self._end_try()
-                relayed = self._forwarder.relayed(self._index, self.query, self.data, reply,
-                                                  False)
+                relayed = forwarder.relayed(self._index, self.query, self.data, reply, False)
                 if relayed is None:
                     self._try_next()
                 else:
                     self._finish(relayed)
                 return
-            stats.outcomes["spoof_dropped"] += 1
+            forwarder.stats[forwarder.upstreams[self._index]].outcomes["spoof_dropped"] += 1
 
-    def _after_timeout(self) -> None:
-        self._end_try()
-        self._log_failure(TimeoutError())
-        self._try_next()
+    def _timed_out(self) -> None:
+        self._timer = None
+        try:
+            self._end_try()
+            self._log_failure(TimeoutError())
+            self._try_next()
+        except Exception:
+            self._failed()
 
     def _log_failure(self, error: Exception) -> None:
         self._forwarder.health.failed(self._index)
@@ -347,8 +365,8 @@ class UdpForward:
             self._timer.cancel()
             self._timer = None
         if self._sock is not None:
-            self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
+            self._poller.forget(self._fd)
+            self._sock.close()  # which also takes it out of the poller's epoll
             self._sock = None
 
     def _finish(self, reply: bytes | None) -> None:

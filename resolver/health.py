@@ -32,6 +32,9 @@ class UpstreamHealth:
         self._clock = clock
         self._failures = [0] * len(self._names)
         self._next_probe = [0.0] * len(self._names)
+        # How many are down: none (the usual case) makes plan() a list copy.
+        self._down = sum(self.is_down(i) for i in range(len(self._names)))
+        self._in_order = list(range(len(self._names)))
 
     def is_down(self, index: int) -> bool:
         return self._failures[index] >= self._down_after
@@ -40,6 +43,8 @@ class UpstreamHealth:
         """(upstream indexes in the order to try them, one down upstream to probe beside
         this query or None). Healthy ones keep their configured order, down ones follow;
         when every one is down the query itself tries them all, so no probe is added."""
+        if not self._down:
+            return self._in_order.copy(), None
         healthy = [i for i in range(len(self._names)) if not self.is_down(i)]
         down = [i for i in range(len(self._names)) if self.is_down(i)]
         probe = None
@@ -53,13 +58,17 @@ class UpstreamHealth:
         return healthy + down, probe
 
     def succeeded(self, index: int) -> None:
+        if self._failures[index] == 0:
+            return
         if self.is_down(index):
+            self._down -= 1
             log.warning("upstream %s answers again: back in its turn", self._names[index])
         self._failures[index] = 0
 
     def failed(self, index: int) -> None:
         self._failures[index] += 1
         if self._failures[index] == self._down_after:
+            self._down += 1
             self._next_probe[index] = self._clock() + self._probe_every
             log.warning("upstream %s failed %d times in a row: tried last, probed every %gs",
                         self._names[index], self._down_after, self._probe_every)
