@@ -7,7 +7,9 @@
 #   (flags, the question in the client's case, EDNS), so it is kept under exactly that key and
 #   a repeated query costs two dict lookups and a concatenation. Shuffled answers are not kept.
 # A name that is not local is looked up in the cache of upstream answers (resolver/cache.py)
-# before it is handed to the forwarder. Still sans-IO.
+# before it is handed to the forwarder; the forward decision is kept too (UDP, same view, same
+# bytes after the ID), so a repeated forwarded query skips the parse and the local lookup.
+# Still sans-IO.
 # Answers come from the table snapshot the handler took at its last change (`_forget`), so
 # the caches and what they were computed from change together. `lock` (ANSWER_LOCK): whoever
 # calls a handler, or touches its stats or upstream cache, holds it, since the UDP receive
@@ -99,8 +101,8 @@ class Handler:
         self._answers: dict[tuple[str, str, int], Prepared | None] = {}
         # (view key, query bytes after the ID) -> reply bytes after the ID, UDP only.
         self._replies: dict[tuple[str, bytes], bytes] = {}
-        # (view key, query bytes after the ID) -> the parsed query, for forwarded UDP queries
-        # the upstream cache answered once: a repeat skips the parse and the local lookup.
+        # (view key, query bytes after the ID) -> the parsed query, for UDP queries decided
+        # "forward" once: a repeat skips the parse and the local lookup (cache hit or not).
         self._forwarded: dict[tuple[str, bytes], Query] = {}
         table.on_change(self._forget)
 
@@ -125,13 +127,8 @@ class Handler:
                             stats.hit(data, source, kept)
                         return data[:2] + kept
                     seen = self._forwarded.get(key)
-                    if seen is not None and self._upstream_cache is not None:
-                        cached = self._upstream_cache.lookup(seen, seen.max_udp_size())
-                        if cached is not None:
-                            reply = data[:2] + cached
-                            if stats is not None:
-                                stats.note(data, source, tcp, reply, How.UPSTREAM_CACHE)
-                            return reply
+                    if seen is not None:
+                        return self._forward_again(seen, data, source)
             outcome = self._handle(data, source, tcp)
             if stats is not None and not isinstance(outcome, Forward):
                 stats.note(data, source, tcp, outcome, self._how_answered(outcome))
@@ -145,6 +142,21 @@ class Handler:
             if stats is not None:
                 stats.note(data, source, tcp, reply, How.ERROR)
             return reply
+
+    def _forward_again(self, seen: Query, data: bytes, source: str) -> Outcome:
+        """A UDP query whose bytes after the ID were decided "forward" before, from the same
+        view and table: the upstream cache's reply, else a Forward under the new ID."""
+        if self._upstream_cache is not None:
+            cached = self._upstream_cache.lookup(seen, seen.max_udp_size())
+            if cached is not None:
+                reply = data[:2] + cached
+                if self.stats is not None:
+                    self.stats.note(data, source, False, reply, How.UPSTREAM_CACHE)
+                return reply
+        self._how = How.UPSTREAM_CACHE
+        query = Query((data[0] << 8) | data[1], seen.flags, seen.question, seen.qname,
+                      seen.qtype, seen.edns)
+        return Forward(query, data, source)
 
     def _how_answered(self, reply: bytes | None) -> int:
         """How the query `_handle` just answered was answered: local replies are never
@@ -182,19 +194,19 @@ class Handler:
         return reply
 
     def _cached_or_forward(self, query: Query, data: bytes, source: str, tcp: bool) -> Outcome:
-        """The upstream cache's reply (remembered for the same bytes from the same view, UDP
-        only), else a request to forward."""
+        """The upstream cache's reply, else a request to forward; the decision is remembered
+        for the same bytes from the same view (UDP only)."""
+        if not tcp:
+            view = self._views.get(source)
+            if view is not None and len(data) <= MAX_KEPT_QUERY and self._snapshot.synced:
+                if len(self._forwarded) >= MAX_CACHED_REPLIES:
+                    self._forwarded.clear()
+                self._forwarded[(view.key, data[2:])] = query
         if self._upstream_cache is None:
             return Forward(query, data, source)
         cached = self._upstream_cache.lookup(query, query.max_size(tcp))
         if cached is None:
             return Forward(query, data, source)
-        view = self._views.get(source)
-        if not tcp and view is not None and len(data) <= MAX_KEPT_QUERY \
-                and self._snapshot.synced:
-            if len(self._forwarded) >= MAX_CACHED_REPLIES:
-                self._forwarded.clear()
-            self._forwarded[(view.key, data[2:])] = query
         return data[:2] + cached
 
     def _keep(self, source: str, data: bytes, reply: bytes, answer: LocalAnswer) -> None:

@@ -251,3 +251,21 @@ def test_cache_size_flag(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("SCOPEDNS_CACHE_SIZE", "lots")
     with pytest.raises(ValueError, match="SCOPEDNS_CACHE_SIZE"):
         configured()
+
+
+async def test_cache_size_0_repeats_are_forwarded_under_each_clients_id(
+        serve: Serve, fakes: Fakes) -> None:
+    """The handler keeps the "forward" decision for a query's bytes after its ID: a repeat
+    (another ID) still gets its own ID and question back, from the upstream or as SERVFAIL,
+    and a name that becomes local is answered locally at once."""
+    upstream = await fakes()
+    server = await start(serve, upstream, cache_size=0)
+    for _ in range(3):  # dnspython checks the reply's ID and question against its query
+        assert addresses(await ask(server, "Repeat.frontnet")) == [FAKE_ADDRESS]
+    upstream.mode = "servfail"
+    failed = await ask(server, "Repeat.frontnet")
+    assert failed.rcode() == dns.rcode.SERVFAIL
+    assert failed.question[0].name.to_text() == "Repeat.frontnet."
+    server.table.upsert_container(container("repeat", attach(OUTSIDE, 9)))
+    assert addresses(await ask(server, "Repeat.frontnet")) == ["127.62.0.9"]
+    assert len(upstream.seen) == 4

@@ -95,6 +95,30 @@ async def test_spoofed_reply_is_dropped_and_the_right_one_accepted(
     assert len(liar.seen) == 1
 
 
+async def test_every_udp_try_has_its_own_id_and_source_port(
+        serve: Serve, fakes: Fakes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh random ID and a fresh socket (so port) per try, repeats of one query and
+    concurrent queries alike (docs/forwarding.md, "One try")."""
+    upstream = await fakes()
+    tries: list[tuple[bytes, str]] = []  # (ID, source address:port) of each datagram
+    behaviour = upstream.behaviour
+
+    def recorded(data: bytes, transport: str, peer: str = "") -> bytes | None:
+        tries.append((data[:2], peer))
+        return behaviour(data, transport, peer)
+
+    monkeypatch.setattr(upstream, "behaviour", recorded)
+    server = await start(serve, upstream, cache_size=0)
+    for _ in range(12):
+        assert addresses(await ask(server, "again.invalid")) == [FAKE_ADDRESS]
+    replies = await asyncio.gather(*(ask(server, f"n{i}.invalid") for i in range(12)))
+    assert [addresses(r) for r in replies] == [[FAKE_ADDRESS]] * 12
+    assert len(tries) == 24
+    # Random 16-bit IDs and ephemeral ports may repeat now and then, never mostly.
+    assert len({ident for ident, _ in tries}) >= 20
+    assert len({peer for _, peer in tries}) >= 20
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_nxdomain_is_relayed_at_once_without_failover(serve: Serve, fakes: Fakes,
                                                            transport: str) -> None:
