@@ -22,10 +22,10 @@ from dns.rcode import REFUSED, SERVFAIL
 
 from resolver.cache import AnswerCache
 from resolver.health import UpstreamHealth
-from resolver.reply_poll import RandomIds, ReplyPoller
+from resolver.reply_poll import Deadline, RandomIds, ReplyPoller, cancel
 from resolver.stats import UpstreamStats
 from resolver.upstream_reply import fit_udp, matches
-from resolver.wire import Query
+from resolver.wire import UDP_DEFAULT_SIZE, Query
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,8 @@ class Forwarder:
             with self._cache_lock:
                 self._cache.store(query, reply)
         relayed = data[:2] + reply[2:]
-        return relayed if tcp else fit_udp(relayed, query)
+        # Every client takes 512 bytes: only a longer reply needs fit_udp's look.
+        return relayed if tcp or len(relayed) <= UDP_DEFAULT_SIZE else fit_udp(relayed, query)
 
     def plan(self, query: Query, data: bytes, tcp: bool) -> list[int]:
         """The upstreams to try in order; starts a probe of a down one if one is due."""
@@ -260,7 +261,7 @@ class UdpForward:
         # The C socket, not socket.socket: its Python-level __init__ and close cost a try more.
         self._sock: _socket.socket | None = None
         self._fd = -1
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Deadline | None = None  # in the poller's heap
         self._upstream_id = 0
         self._sent_at = 0.0
 
@@ -299,10 +300,8 @@ class UdpForward:
             return False
         self._sock, self._fd = sock, sock.fileno()
         self._poller.watch(self._fd, self._readable)
-        loop = forwarder.loop
-        assert loop is not None
-        self._timer = loop.call_later(timeout, self._timed_out)
-        self._sent_at = time.monotonic()
+        self._sent_at = now = time.monotonic()
+        self._timer = self._poller.expire_at(now + timeout, self._timed_out)
         return True
 
     def _failed(self) -> None:
@@ -362,7 +361,7 @@ class UdpForward:
 
     def _end_try(self) -> None:
         if self._timer is not None:
-            self._timer.cancel()
+            cancel(self._timer)
             self._timer = None
         if self._sock is not None:
             self._poller.forget(self._fd)

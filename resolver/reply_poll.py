@@ -3,20 +3,35 @@
 # watches that one descriptor. A try costs one epoll_ctl (closing the socket takes it out of
 # the set) instead of the loop's per-descriptor reader (a poll handle: five system calls to
 # start watching, three to stop), and a wake-up reads every ready socket after one epoll_wait.
-# Also the random IDs of the tries, drawn from the kernel's CSPRNG a block at a time. It opens
-# no client socket (resolver/forward.py does).
+# The tries' time limits share one loop timer, armed for the earliest (a heap; an answered
+# try's entry is only marked, and dropped when it reaches the top), instead of a timer handle
+# made and cancelled per try. Also the random IDs of the tries, drawn from the kernel's CSPRNG
+# a block at a time. It opens no client socket (resolver/forward.py does).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 import os
 import select
+import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 # At most this many ready sockets per wake-up; more stay ready (level-triggered) for the next.
 MAX_EVENTS: Final = 256
 # Random bytes fetched at once for IDs: one getrandom call per 2,048 tries, not two per try.
 ID_BLOCK: Final = 4096
+# The loop's timers have millisecond resolution: a limit due within this much is due now.
+TIMER_SLACK: Final = 0.001
+
+# A time limit: [when (time.monotonic), sequence number, what to call or None once cancelled].
+Deadline = list[Any]
+
+
+def cancel(deadline: Deadline) -> None:
+    """The try ended in time: its limit will not fire (the entry leaves the heap later)."""
+    deadline[2] = None
 
 
 class RandomIds:
@@ -45,6 +60,10 @@ class ReplyPoller:
         self._loop = loop
         self._epoll: select.epoll | None = None
         self._waiting: dict[int, Callable[[], None]] = {}
+        self._deadlines: list[Deadline] = []  # a heap
+        self._sequence = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for = math.inf
 
     def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
         """Call `on_readable` whenever `fd` has a datagram (or an error) to read."""
@@ -75,8 +94,41 @@ class ReplyPoller:
             if on_readable is not None:
                 on_readable()
 
+    def expire_at(self, when: float, on_timeout: Callable[[], None]) -> Deadline:
+        """Call `on_timeout` at `when` (time.monotonic) unless the limit is `cancel`led."""
+        self._sequence += 1
+        deadline = [when, self._sequence, on_timeout]
+        heapq.heappush(self._deadlines, deadline)
+        if when < self._armed_for:
+            self._arm(when)
+        return deadline
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_for = when
+        self._timer = self._loop.call_later(max(0.0, when - time.monotonic()), self._expire)
+
+    def _expire(self) -> None:
+        """The timer fired: call every limit that is due, drop the cancelled ones on top,
+        arm for the next."""
+        self._timer, self._armed_for = None, math.inf
+        heap = self._deadlines
+        due = time.monotonic() + TIMER_SLACK
+        while heap and (heap[0][2] is None or heap[0][0] <= due):
+            deadline = heapq.heappop(heap)
+            on_timeout, deadline[2] = deadline[2], None
+            if on_timeout is not None:
+                on_timeout()  # may add limits (the next try), arming the timer again
+        if heap and heap[0][0] < self._armed_for:
+            self._arm(heap[0][0])
+
     def close(self) -> None:
         """The server is closing: stop watching (the tries close their own sockets)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._armed_for = None, math.inf
+        self._deadlines.clear()
         epoll, self._epoll = self._epoll, None
         if epoll is not None:
             self._loop.remove_reader(epoll.fileno())
