@@ -81,6 +81,8 @@ class Forwarder:
         self.budget = budget
         self._max_in_flight = max_in_flight
         self._open_socket = open_socket
+        # Sockets opened here (not in another namespace): UDP may use forward_udp.
+        self.plain_sockets = open_socket is plain_socket
         self._total = total
         # Where TCP queries go when not to `upstreams` (Docker's resolver: one port per transport).
         self.tcp_upstreams = tuple(tcp_upstreams) if tcp_upstreams else None
@@ -98,11 +100,6 @@ class Forwarder:
         self.stats: defaultdict[Upstream, UpstreamStats] = defaultdict(UpstreamStats)
         for upstream in (*self.upstreams, *(self.tcp_upstreams or ())):
             self.stats[upstream] = UpstreamStats()
-
-    @property
-    def plain_sockets(self) -> bool:
-        """Sockets opened here (not in another namespace): UDP may use forward_udp."""
-        return self._open_socket is plain_socket
 
     def forward_udp(self, query: Query, data: bytes,
                     deliver: Callable[[bytes | None], None]) -> None:
@@ -312,27 +309,26 @@ class UdpForward:
         self._finish(None)
 
     def _readable(self) -> None:
+        """Read the try's socket: relay the matching reply (or try the next upstream after
+        SERVFAIL or REFUSED), drop anything else as a spoof and keep waiting."""
         try:
-            self._read()
-        except Exception:
-            self._failed()
-
-    def _read(self) -> None:
-        sock = self._sock
-        while sock is not None:
-            try:
-                reply = sock.recv(65535)
-            except BlockingIOError:
-                return
-            except OSError as error:  # ICMP port unreachable: nothing listens there
-                self._end_try()
-                self._log_failure(error)
-                self._try_next()
-                return
+            sock = self._sock
             forwarder = self._forwarder
-            if matches(reply, self.query, self._upstream_id):
-                forwarder.stats[forwarder.upstreams[self._index]].latency.observe(
-                    time.monotonic() - self._sent_at)
+            while sock is not None:
+                try:
+                    reply = sock.recv(65535)
+                except BlockingIOError:
+                    return
+                except OSError as error:  # ICMP port unreachable: nothing listens there
+                    self._end_try()
+                    self._log_failure(error)
+                    self._try_next()
+                    return
+                stats = forwarder.stats[forwarder.upstreams[self._index]]
+                if not matches(reply, self.query, self._upstream_id):
+                    stats.outcomes["spoof_dropped"] += 1
+                    continue
+                stats.latency.observe(time.monotonic() - self._sent_at)
                 self._end_try()
                 relayed = forwarder.relayed(self._index, self.query, self.data, reply, False)
                 if relayed is None:
@@ -340,7 +336,8 @@ class UdpForward:
                 else:
                     self._finish(relayed)
                 return
-            forwarder.stats[forwarder.upstreams[self._index]].outcomes["spoof_dropped"] += 1
+        except Exception:
+            self._failed()
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -360,8 +357,9 @@ class UdpForward:
                  type(error).__name__ if isinstance(error, TimeoutError) else error)
 
     def _end_try(self) -> None:
-        if self._timer is not None:
-            cancel(self._timer)
+        timer = self._timer
+        if timer is not None:
+            cancel(timer)
             self._timer = None
         if self._sock is not None:
             self._poller.forget(self._fd)

@@ -128,6 +128,13 @@ class Handler:
                         return data[:2] + kept
                     seen = self._forwarded.get(key)
                     if seen is not None:
+                        if self._upstream_cache is not None:
+                            cached = self._upstream_cache.lookup(seen, seen.max_udp_size())
+                            if cached is not None:
+                                reply = data[:2] + cached
+                                if stats is not None:
+                                    stats.note(data, source, tcp, reply, How.UPSTREAM_CACHE)
+                                return reply
                         return self._forward_again(seen, data, source)
             outcome = self._handle(data, source, tcp)
             if stats is not None and not isinstance(outcome, Forward):
@@ -143,16 +150,9 @@ class Handler:
                 stats.note(data, source, tcp, reply, How.ERROR)
             return reply
 
-    def _forward_again(self, seen: Query, data: bytes, source: str) -> Outcome:
+    def _forward_again(self, seen: Query, data: bytes, source: str) -> Forward:
         """A UDP query whose bytes after the ID were decided "forward" before, from the same
-        view and table: the upstream cache's reply, else a Forward under the new ID."""
-        if self._upstream_cache is not None:
-            cached = self._upstream_cache.lookup(seen, seen.max_udp_size())
-            if cached is not None:
-                reply = data[:2] + cached
-                if self.stats is not None:
-                    self.stats.note(data, source, False, reply, How.UPSTREAM_CACHE)
-                return reply
+        view and table, and not in the upstream cache: forwarded under its own ID."""
         self._how = How.UPSTREAM_CACHE
         query = Query((data[0] << 8) | data[1], seen.flags, seen.question, seen.qname,
                       seen.qtype, seen.edns)

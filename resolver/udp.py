@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 from resolver.handler import Forward, Outcome
@@ -40,8 +41,7 @@ class UdpListener(asyncio.DatagramProtocol):
         if isinstance(outcome, bytes):
             self._sendto(outcome, addr)
         elif outcome is not None:
-            self._resolution.forward_udp(outcome, lambda reply: self._reply(reply, addr),
-                                         addr[0])
+            self._resolution.forward_udp(outcome, partial(self._reply, addr=addr), addr[0])
 
     def _reply(self, reply: bytes, addr: tuple[Any, ...]) -> None:
         if self._transport is not None and not self._transport.is_closing():
