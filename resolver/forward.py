@@ -22,7 +22,7 @@ from dns.rcode import REFUSED, SERVFAIL
 
 from resolver.cache import AnswerCache
 from resolver.health import UpstreamHealth
-from resolver.reply_poll import Deadline, RandomIds, ReplyPoller, cancel
+from resolver.reply_poll import Deadline, RandomIds, ReplyPoller
 from resolver.stats import UpstreamStats
 from resolver.upstream_reply import fit_udp, matches
 from resolver.wire import UDP_DEFAULT_SIZE, Query
@@ -359,7 +359,7 @@ class UdpForward:
     def _end_try(self) -> None:
         timer = self._timer
         if timer is not None:
-            cancel(timer)
+            self._poller.cancel(timer)
             self._timer = None
         if self._sock is not None:
             self._poller.forget(self._fd)

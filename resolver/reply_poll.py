@@ -4,7 +4,7 @@
 # the set) instead of the loop's per-descriptor reader (a poll handle: five system calls to
 # start watching, three to stop), and a wake-up reads every ready socket after one epoll_wait.
 # The tries' time limits share one loop timer, armed for the earliest (a heap; an answered
-# try's entry is only marked, and dropped when it reaches the top), instead of a timer handle
+# try's entry is marked, and leaves when it reaches the top), instead of a timer handle
 # made and cancelled per try. Also the random IDs of the tries, drawn from the kernel's CSPRNG
 # a block at a time. It opens no client socket (resolver/forward.py does).
 from __future__ import annotations
@@ -27,11 +27,6 @@ TIMER_SLACK: Final = 0.001
 
 # A time limit: [when (time.monotonic), sequence number, what to call or None once cancelled].
 Deadline = list[Any]
-
-
-def cancel(deadline: Deadline) -> None:
-    """The try ended in time: its limit will not fire (the entry leaves the heap later)."""
-    deadline[2] = None
 
 
 class RandomIds:
@@ -102,6 +97,15 @@ class ReplyPoller:
         if when < self._armed_for:
             self._arm(when)
         return deadline
+
+    def cancel(self, deadline: Deadline) -> None:
+        """The try ended in time: its limit will not fire. Cancelled entries on top leave at
+        once (replies come back mostly in order, so the heap stays about as long as the tries
+        in flight); the timer may then fire for nothing and re-arm."""
+        deadline[2] = None
+        heap = self._deadlines
+        while heap and heap[0][2] is None:
+            heapq.heappop(heap)
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
