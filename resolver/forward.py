@@ -94,7 +94,6 @@ class Forwarder:
         self._pending: set[UdpForward] = set()
         # Made by the first UDP forward, on the loop: its sockets' epoll, and the try IDs.
         self._poller: ReplyPoller | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.ids = RandomIds()
         # Per upstream tries, outcomes and latency, read by /metrics (docs/operations.md).
         self.stats: defaultdict[Upstream, UpstreamStats] = defaultdict(UpstreamStats)
@@ -107,8 +106,7 @@ class Forwarder:
         is called once with the reply for the client, or None when every try failed."""
         self._admit()
         if self._poller is None:
-            self.loop = asyncio.get_running_loop()
-            self._poller = ReplyPoller(self.loop)
+            self._poller = ReplyPoller(asyncio.get_running_loop())
         exchange = UdpForward(self, self._poller, query, data, deliver)
         self._pending.add(exchange)
         exchange.start()
