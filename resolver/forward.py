@@ -130,7 +130,9 @@ class Forwarder:
     def finished(self, exchange: UdpForward) -> None:
         if exchange in self._pending:
             self._pending.discard(exchange)
-            self._done()
+            self.in_flight -= 1  # _done, inlined: once per UDP forward
+            if self._total is not None:
+                self._total.count -= 1
 
     async def forward(self, query: Query, data: bytes, tcp: bool) -> bytes | None:
         """The upstream's reply with the client's ID restored, or None if every try failed."""
@@ -355,14 +357,11 @@ class UdpForward:
                  type(error).__name__ if isinstance(error, TimeoutError) else error)
 
     def _end_try(self) -> None:
-        timer = self._timer
-        if timer is not None:
-            self._poller.cancel(timer)
-            self._timer = None
-        if self._sock is not None:
-            self._poller.forget(self._fd)
-            self._sock.close()  # which also takes it out of the poller's epoll
-            self._sock = None
+        sock = self._sock  # a try in flight has both a socket and a time limit (or had)
+        if sock is not None:
+            self._poller.end(self._fd, self._timer)
+            self._sock = self._timer = None
+            sock.close()  # which also takes it out of the poller's epoll
 
     def _finish(self, reply: bytes | None) -> None:
         deliver, self._deliver = self._deliver, _delivered

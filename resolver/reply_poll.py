@@ -73,6 +73,15 @@ class ReplyPoller:
         """Stop calling back for `fd`; the caller closes it next (which leaves the epoll)."""
         self._waiting.pop(fd, None)
 
+    def end(self, fd: int, deadline: Deadline | None) -> None:
+        """A try is over: `forget` its descriptor and `cancel` its limit, in one call."""
+        self._waiting.pop(fd, None)
+        if deadline is not None:  # cancel(deadline), inlined: once per answered try
+            deadline[2] = None
+            heap = self._deadlines
+            while heap and heap[0][2] is None:
+                heapq.heappop(heap)
+
     def _ready(self) -> None:
         epoll = self._epoll
         if epoll is None:
