@@ -14,13 +14,14 @@ import socket
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, NamedTuple
+from typing import Any
 
 from dns.rcode import REFUSED, SERVFAIL
 
 from resolver.cache import AnswerCache
+from resolver.exchange import SocketOpener, Upstream, exchange_tcp, exchange_udp, plain_socket
 from resolver.health import UpstreamHealth
 from resolver.reply_poll import Deadline, RandomIds, ReplyPoller
 from resolver.stats import UpstreamStats
@@ -32,28 +33,8 @@ log = logging.getLogger(__name__)
 _TRY_NEXT = frozenset({SERVFAIL, REFUSED})
 
 
-class Upstream(NamedTuple):
-    """An upstream server: an address (never a name, which would need resolving, perhaps
-    through us) and a port."""
-
-    host: str
-    port: int = 53
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
 class ForwardRefused(Exception):
     """More forwards in flight than --max-forwards: the caller answers REFUSED."""
-
-
-# Makes the socket of one upstream try (family, type). Takeover makes it inside a container's
-# namespace, to reach Docker's resolver there (docs/takeover.md).
-SocketOpener = Callable[[int, int], Awaitable[socket.socket]]
-
-
-async def plain_socket(family: int, kind: int) -> socket.socket:
-    return socket.socket(family, kind)
 
 
 class InFlight:
@@ -220,7 +201,7 @@ class Forwarder:
         port, a closed connection)."""
         upstream_id = self.ids.next()
         outgoing = struct.pack("!H", upstream_id) + data[2:]
-        exchange = _exchange_tcp if tcp else _exchange_udp
+        exchange = exchange_tcp if tcp else exchange_udp
         stats = self.stats[upstream]
         started = time.monotonic()
         try:
@@ -377,43 +358,3 @@ class UdpForward:
 
 def _delivered(reply: bytes | None) -> None:
     """A forward answers its client once; anything after that goes nowhere."""
-
-
-async def _exchange_udp(open_socket: SocketOpener, upstream: Upstream, data: bytes, query: Query,
-                        upstream_id: int) -> bytes:
-    # A connected socket on a fresh ephemeral port: the kernel drops datagrams from any other
-    # address or port, and a closed upstream port (ICMP) fails the receive. A bare socket, not
-    # a transport: no address resolution and no protocol objects per try (upstreams are IPs).
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
-    with await open_socket(family, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
-        sock.connect((upstream.host, upstream.port))
-        sock.send(data)
-        while True:
-            reply = await loop.sock_recv(sock, 65535)
-            if matches(reply, query, upstream_id):
-                return reply
-
-
-async def _exchange_tcp(open_socket: SocketOpener, upstream: Upstream, data: bytes, query: Query,
-                        upstream_id: int) -> bytes:
-    family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
-    sock = await open_socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (upstream.host, upstream.port))
-        reader, writer = await asyncio.open_connection(sock=sock)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        writer.write(struct.pack("!H", len(data)) + data)
-        await writer.drain()
-        while True:
-            length = struct.unpack("!H", await reader.readexactly(2))[0]
-            reply = await reader.readexactly(length)
-            if matches(reply, query, upstream_id):
-                return reply
-    finally:
-        writer.close()

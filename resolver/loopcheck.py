@@ -7,7 +7,7 @@ import socket
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from resolver.forward import Upstream
+from resolver.exchange import Upstream
 
 
 def forwards_to_itself(upstream: Upstream, listening: Sequence[tuple[str, int]]) -> bool:

@@ -18,7 +18,8 @@ from resolver import mmsg
 from resolver.answer import AliasOrder, Policy
 from resolver.cache import AnswerCache
 from resolver.config import Config
-from resolver.forward import Forwarder, Upstream
+from resolver.exchange import Upstream
+from resolver.forward import Forwarder
 from resolver.handler import Handler
 from resolver.heap import HeapSettler
 from resolver.loopcheck import forwards_to_itself

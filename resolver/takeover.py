@@ -34,7 +34,8 @@ from resolver.divert import (
     missing_diversion_reason,
     our_diversion_ports,
 )
-from resolver.forward import Forwarder, InFlight, Upstream
+from resolver.exchange import Upstream
+from resolver.forward import Forwarder, InFlight
 from resolver.handler import Forward, Handler
 from resolver.netns import Namespace, NamespaceError, NamespaceWorker
 from resolver.nftables import NftablesError, NftContext

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import dns.message
 
 from resolver.config import Config
-from resolver.forward import Upstream
+from resolver.exchange import Upstream
 from resolver.server import Server
 from resolver.table import NameTable
 from tests.fakes import FakeUpstream

@@ -10,7 +10,7 @@ import pytest
 from resolver.answer import AliasOrder
 from resolver.cli import SERVE_FLAGS, build_parser, config_from_args, main
 from resolver.config import Config
-from resolver.forward import Upstream
+from resolver.exchange import Upstream
 
 
 def config(argv: list[str], tmp_path: Path, resolv: str = "") -> Config:

@@ -24,7 +24,8 @@ from resolver.conntrack import (
     NLA_F_NESTED,
     tuple_matches,
 )
-from resolver.forward import Forwarder, ForwardRefused, InFlight, Upstream
+from resolver.exchange import Upstream
+from resolver.forward import Forwarder, ForwardRefused, InFlight
 from resolver.handler import Handler
 from resolver.stats import How, QueryStats
 from resolver.takeover import Client, TakeoverUdpListener

@@ -21,7 +21,7 @@ import pytest
 from resolver import upstream_reply
 from resolver.cli import main
 from resolver.config import parse_host_port
-from resolver.forward import Upstream
+from resolver.exchange import Upstream
 from resolver.loopcheck import forwards_to_itself
 from resolver.server import Server
 from resolver.transport import LogEvery
