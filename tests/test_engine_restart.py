@@ -22,6 +22,7 @@ import dns.message
 import dns.rcode
 import pytest
 
+from testkit.ports import until_answering
 from tests.docker_engine import Engine, require_engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.engine_restart]
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PORT = 5391
 PIDFILE = Path("/var/run/docker.pid")
 RECOVERY = 60.0  # engine back -> scopedns exact: reconnect backoff (<= 8 s here) + resync
+STARTUP = 60.0  # scopedns serving: seconds on a loaded machine (imports, then the bind)
 Answer = tuple[str, ...]  # ("NXDOMAIN",) or the sorted addresses
 Truth = dict[str, Answer]
 
@@ -54,6 +56,9 @@ async def scopedns() -> AsyncIterator[None]:
                "--no-upstream", "--resync-interval", "0", "--log-level", "info"]
     process = await asyncio.create_subprocess_exec(*command, stderr=sys.stderr)
     try:
+        # A query sent before the port is bound is lost without an error (a 1 s timeout in
+        # ask()); on a loaded machine the test's containers are up before scopedns is.
+        await until_answering(PORT, STARTUP, alive=lambda: process.returncode is None)
         yield
     finally:
         assert process.returncode is None, "scopedns exited while the engine restarted"
