@@ -35,8 +35,8 @@ DEFAULT_RATE_LIMIT = 0.0
 # Upstream answers kept (resolver/cache.py): at a few hundred bytes each, ~5 MB; 0: no cache.
 DEFAULT_CACHE_SIZE = 10_000
 
-# UDP read by one thread in batches (recvmmsg/sendmmsg) costs less CPU per query than the event
-# loop's per-datagram path (docs/performance.md); "loop" keeps the event loop's.
+# Who reads UDP: the event loop per datagram ("loop", the default: cheapest at low rates) or one
+# thread in batches ("batch": recvmmsg/sendmmsg, cheaper under load; docs/performance.md).
 UDP_IO = ("batch", "loop")
 DEFAULT_UDP_IO = "loop"
 
