@@ -3,8 +3,9 @@
 # It moves bytes and nothing else (uvicorn's protocols over h11); it never raises into the loop.
 #
 # Per datagram: one handler call and one sendto, nothing allocated here. This is `--udp-io
-# loop`, the default; `--udp-io batch` reads UDP on one thread in batches (resolver/udp_batch.py),
-# cheaper under load and dearer one query at a time (docs/performance.md). Reading the socket on the loop ourselves
+# loop`, the default; `--udp-io batch` reads UDP on one thread in batches
+# (resolver/udp_batch.py), cheaper under load and dearer one query at a time
+# (docs/performance.md). Reading the socket on the loop ourselves
 # (loop.add_reader, recvfrom/sendto, with or without draining under load) measured no better
 # than uvloop's protocol path (12.2 against 11.6 us of CPU per query at 20k qps,
 # bench/profile.py), so on the loop the protocol stays.
