@@ -25,8 +25,8 @@ from tests.servers import Serve, serving
 from watchers.docker import DockerWatcher
 
 # --udp-io: the tests that start a server (the `serve` fixture) run on each way of reading UDP:
-# the receive thread (the default) on both loops, the event loop's path on uvloop alone
-# (production's loop: resolver/cli.py).
+# the receive thread (batch) on both loops, the event loop's path (loop, the default) on uvloop
+# alone (production's loop: resolver/cli.py).
 UDP_IO_MODES = ("batch", "loop")
 
 
