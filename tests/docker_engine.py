@@ -76,8 +76,19 @@ class Engine:
             with contextlib.suppress(AssertionError):
                 await self.docker("rm", "-f", "-v", container)
         for network in self.networks:
-            with contextlib.suppress(AssertionError):
+            await self._remove_network(network)
+
+    async def _remove_network(self, network: str) -> None:
+        """`--rm` containers may still be leaving the network (active endpoints): retry for
+        a few seconds rather than leave the network behind."""
+        for _ in range(20):
+            try:
                 await self.docker("network", "rm", network)
+                return
+            except AssertionError as error:
+                if "not found" in str(error):
+                    return
+                await asyncio.sleep(0.25)
 
 
 async def eventually(check: Callable[[], object], what: str, timeout: float = WAIT) -> None:
