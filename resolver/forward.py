@@ -111,9 +111,7 @@ class Forwarder:
     def finished(self, exchange: UdpForward) -> None:
         if exchange in self._pending:
             self._pending.discard(exchange)
-            self.in_flight -= 1  # _done, inlined: once per UDP forward
-            if self._total is not None:
-                self._total.count -= 1
+            self._done()
 
     async def forward(self, query: Query, data: bytes, tcp: bool) -> bytes | None:
         """The upstream's reply with the client's ID restored, or None if every try failed."""
@@ -210,10 +208,15 @@ class Forwarder:
             stats.latency.observe(time.monotonic() - started)
             return reply
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
-            stats.outcomes["timeout" if isinstance(error, TimeoutError) else "error"] += 1
-            log.info("upstream %s failed for %s: %s", upstream, query.qname,
-                     type(error).__name__ if isinstance(error, TimeoutError) else error)
+            self.try_failed(upstream, query, error)
             return None
+
+    def try_failed(self, upstream: Upstream, query: Query, error: Exception) -> None:
+        """Count and log a try that got no reply: a timeout or a socket error."""
+        timed_out = isinstance(error, TimeoutError)
+        self.stats[upstream].outcomes["timeout" if timed_out else "error"] += 1
+        log.info("upstream %s failed for %s: %s", upstream, query.qname,
+                 type(error).__name__ if timed_out else error)
 
 
 _DGRAM_NONBLOCK = socket.SOCK_DGRAM | socket.SOCK_NONBLOCK  # no ioctl(FIONBIO) per try
@@ -330,12 +333,9 @@ class UdpForward:
             self._failed()
 
     def _log_failure(self, error: Exception) -> None:
-        self._forwarder.health.failed(self._index)
-        stats = self._forwarder.stats[self._forwarder.upstreams[self._index]]
-        stats.outcomes["timeout" if isinstance(error, TimeoutError) else "error"] += 1
-        log.info("upstream %s failed for %s: %s", self._forwarder.upstreams[self._index],
-                 self.query.qname,
-                 type(error).__name__ if isinstance(error, TimeoutError) else error)
+        forwarder = self._forwarder
+        forwarder.health.failed(self._index)
+        forwarder.try_failed(forwarder.upstreams[self._index], self.query, error)
 
     def _end_try(self) -> None:
         sock = self._sock  # a try in flight has both a socket and a time limit (or had)

@@ -75,12 +75,9 @@ class ReplyPoller:
 
     def end(self, fd: int, deadline: Deadline | None) -> None:
         """A try is over: `forget` its descriptor and `cancel` its limit, in one call."""
-        self._waiting.pop(fd, None)
-        if deadline is not None:  # cancel(deadline), inlined: once per answered try
-            deadline[2] = None
-            heap = self._deadlines
-            while heap and heap[0][2] is None:
-                heapq.heappop(heap)
+        self.forget(fd)
+        if deadline is not None:
+            self.cancel(deadline)
 
     def _ready(self) -> None:
         epoll = self._epoll
